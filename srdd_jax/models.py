@@ -1,0 +1,134 @@
+"""Model configuration (one schema for both models), validation, and module builders.
+
+A model config is an `ml_collections.ConfigDict`:
+
+    patch_nums: tuple of scale sides, e.g. (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    tokenizer:  vocab_size, z_channels, ch, ch_mult, num_res_blocks, quant_resi, share_quant_resi,
+                using_sa, using_mid_sa, in_channels
+    transformer: depth, embed_dim, num_heads, mlp_ratio, num_classes, attn_l2_norm, shared_aln,
+                norm_eps, drop_path_rate, cond_drop_rate, mask, dtype, init_adaln,
+                init_adaln_gamma, init_head, init_std
+
+The transformer's vocab_size and z_channels are the tokenizer's, so they are given once.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from srdd_jax import scales
+from srdd_jax.tokenizer.vqvae import VQVAE
+from srdd_jax.transformer import masks
+from srdd_jax.transformer.model import VAR
+
+PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def tokenizer_config(**overrides) -> ml_collections.ConfigDict:
+    """VAR's released tokenizer (vae_ch160v4096z32) unless overridden."""
+    cfg = ml_collections.ConfigDict(dict(
+        vocab_size=4096, z_channels=32, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+        quant_resi=0.5, share_quant_resi=4, using_sa=True, using_mid_sa=True, in_channels=3,
+    ))
+    cfg.update(overrides)
+    return cfg
+
+
+def transformer_config(depth: int = 16, **overrides) -> ml_collections.ConfigDict:
+    """VAR-d{depth}'s shape (width 64*depth, depth heads, drop-path 0.1*depth/24) unless overridden."""
+    cfg = ml_collections.ConfigDict(dict(
+        depth=depth, embed_dim=64 * depth, num_heads=depth, mlp_ratio=4.0, num_classes=1000,
+        attn_l2_norm=True, shared_aln=False, norm_eps=1e-6, drop_path_rate=0.1 * depth / 24,
+        cond_drop_rate=0.1, mask="markov", dtype="float32", init_adaln=0.5,
+        init_adaln_gamma=1e-5, init_head=0.02, init_std=-1.0,
+    ))
+    cfg.update(overrides)
+    return cfg
+
+
+def model_config(patch_nums=PATCH_NUMS_256, tokenizer=None, transformer=None):
+    return ml_collections.ConfigDict(dict(
+        patch_nums=tuple(patch_nums),
+        tokenizer=tokenizer if tokenizer is not None else tokenizer_config(),
+        transformer=transformer if transformer is not None else transformer_config(),
+    ))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first bad field of a model config and how to fix it."""
+    pns = scales.validate_patch_nums(cfg.patch_nums)
+    tok, tr = cfg.tokenizer, cfg.transformer
+    levels = len(tok.ch_mult)
+    if tok.ch % 32:
+        raise ValueError(f"model.tokenizer.ch={tok.ch} must be a multiple of 32 (GroupNorm groups)")
+    if not 0 < abs(tok.quant_resi) <= 1:
+        raise ValueError(f"model.tokenizer.quant_resi={tok.quant_resi} must be in (0, 1]")
+    if tok.share_quant_resi < 0:
+        raise ValueError("model.tokenizer.share_quant_resi must be >= 0 (0 = one Phi per scale)")
+    if levels < 1 or tok.num_res_blocks < 1 or tok.vocab_size < 2 or tok.z_channels < 1:
+        raise ValueError("model.tokenizer needs ch_mult non-empty, num_res_blocks >= 1, "
+                         "vocab_size >= 2 and z_channels >= 1")
+    if tr.embed_dim % tr.num_heads:
+        raise ValueError(f"model.transformer.embed_dim={tr.embed_dim} is not divisible by "
+                         f"num_heads={tr.num_heads}")
+    if tr.depth < 1 or tr.num_classes < 1:
+        raise ValueError("model.transformer.depth and num_classes must be >= 1")
+    if not 0 <= tr.cond_drop_rate < 1 or not 0 <= tr.drop_path_rate < 1:
+        raise ValueError("model.transformer.cond_drop_rate and drop_path_rate must be in [0, 1)")
+    masks.validate_mask(tr.mask)
+    if tr.dtype not in DTYPES:
+        raise ValueError(f"model.transformer.dtype={tr.dtype!r}: choose one of {sorted(DTYPES)}")
+    del pns
+
+
+def build_tokenizer(cfg: ml_collections.ConfigDict) -> VQVAE:
+    validate(cfg)
+    tok = cfg.tokenizer
+    return VQVAE(
+        vocab_size=tok.vocab_size, z_channels=tok.z_channels, ch=tok.ch,
+        ch_mult=tuple(tok.ch_mult), num_res_blocks=tok.num_res_blocks,
+        patch_nums=tuple(cfg.patch_nums), quant_resi=tok.quant_resi,
+        share_quant_resi=tok.share_quant_resi, using_sa=tok.using_sa,
+        using_mid_sa=tok.using_mid_sa, in_channels=tok.in_channels,
+    )
+
+
+def build_transformer(cfg: ml_collections.ConfigDict, **overrides) -> VAR:
+    """The transformer for `cfg`; keyword overrides (e.g. mask="var") replace config fields."""
+    validate(cfg)
+    tr = dict(cfg.transformer.to_dict(), **overrides)
+    tr["dtype"] = DTYPES[tr["dtype"]] if isinstance(tr["dtype"], str) else tr["dtype"]
+    return VAR(
+        patch_nums=tuple(cfg.patch_nums), vocab_size=cfg.tokenizer.vocab_size,
+        z_channels=cfg.tokenizer.z_channels, **tr,
+    )
+
+
+def init_inputs(cfg: ml_collections.ConfigDict, batch: int = 1):
+    """Dummy inputs for `init`: (tokenizer image, transformer labels, transformer tokens)."""
+    tok = build_tokenizer(cfg)
+    length = scales.sequence_length(cfg.patch_nums) - cfg.patch_nums[0] ** 2
+    return (
+        jnp.zeros((batch, tok.image_size, tok.image_size, cfg.tokenizer.in_channels), jnp.float32),
+        jnp.zeros((batch,), jnp.int32),
+        jnp.zeros((batch, length, cfg.tokenizer.z_channels), jnp.float32),
+    )
+
+
+def init_params(cfg: ml_collections.ConfigDict, rng, which: str):
+    """Boxed parameters (with logical-axis metadata) of 'tokenizer' or 'transformer'."""
+    image, labels, tokens = init_inputs(cfg)
+    if which == "tokenizer":
+        return build_tokenizer(cfg).init(rng, image)["params"]
+    if which == "transformer":
+        return build_transformer(cfg).init(rng, labels, tokens)["params"]
+    raise ValueError(f"which must be 'tokenizer' or 'transformer', got {which!r}")
+
+
+def abstract_params(cfg: ml_collections.ConfigDict, which: str):
+    """Boxed ShapeDtypeStructs of `init_params` (no memory is allocated)."""
+    return jax.eval_shape(lambda rng: init_params(cfg, rng, which), jax.random.key(0))

@@ -1,0 +1,341 @@
+"""VAR's scale-wise AdaLN transformer, with the attention mask as a choice (`var`, `markov`, ...).
+
+Parameters are float32 and carry logical axis names (`embed`, `mlp`, `qkv`, `heads`, `vocab`,
+`classes`, `levels`, `tokens`, `adaln`, `latent`, `joined_heads`) that `srdd_jax.parallel` maps to mesh axes.
+Compute runs in `dtype`; layer norms, softmax, the head and the logits stay float32.
+
+Shapes: B batch, L = sum(pn^2) tokens, C width, H heads, D = C / H, V vocabulary, Cv latent
+channels. Inputs are labels (B,) and the teacher-forcing tokens x_BLCv (B, L - pn_0^2, Cv).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from srdd_jax import scales
+from srdd_jax.transformer import masks
+
+MAX_SCALE_MUL = 4.605170249938965  # float32 log(100), VAR's clamp of the attention temperature
+_LN_EPS_DEFAULT = 1e-6
+
+
+def normal(std: float):
+    return nn.initializers.normal(stddev=std)
+
+
+def scaled(init, factor_fn):
+    """An initializer whose output is multiplied (per column) by factor_fn(shape)."""
+
+    def init_fn(key, shape, dtype=jnp.float32):
+        return init(key, shape, dtype) * factor_fn(shape).astype(dtype)
+
+    return init_fn
+
+
+def dense(features: int, axes: tuple, name: str, dtype, kernel_init, use_bias: bool = True):
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
+        name=name,
+    )
+
+
+def layer_norm(x: jax.Array, eps: float) -> jax.Array:
+    """Parameter-free LayerNorm over the last axis in float32 (PyTorch's biased variance)."""
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """x / max(|x|_2, eps) over the last axis, like torch.nn.functional.normalize."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+    return (x / jnp.maximum(norm, eps)).astype(x.dtype)
+
+
+def drop_path(x_BLC: jax.Array, rate: float, rng) -> jax.Array:
+    """Per-sample stochastic depth: zero a sample's branch with prob `rate`, scale the rest."""
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(rng, keep, (x_BLC.shape[0],) + (1,) * (x_BLC.ndim - 1))
+    return jnp.where(mask, x_BLC / keep, 0.0).astype(x_BLC.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention where each query scale attends to one contiguous key range.
+
+    With `attn_l2_norm`, q and k are l2-normalised per head and q is scaled by
+    exp(min(scale_mul_h, log 100)) (cosine attention, softmax scale 1); otherwise the softmax scale
+    is 0.25 / sqrt(D).
+    """
+
+    num_heads: int
+    ranges: Sequence[tuple[tuple[int, int], tuple[int, int]]]  # per scale: (query range, key range)
+    attn_l2_norm: bool
+    init_std: float
+    proj_init_factor: float
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BLC: jax.Array) -> jax.Array:
+        b, length, c = x_BLC.shape
+        h = self.num_heads
+        d = c // h
+        qkv = dense(3 * c, ("embed", "qkv"), "mat_qkv", self.dtype, normal(self.init_std),
+                    use_bias=False)(x_BLC)
+        q_bias = self.param("q_bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                   ("embed",)), (c,))
+        v_bias = self.param("v_bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                   ("embed",)), (c,))
+        qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(qkv.dtype)
+        q, k, v = jnp.split(qkv.reshape(b, length, 3, h, d), 3, axis=2)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (B, L, H, D)
+        if self.attn_l2_norm:
+            scale_mul = self.param(
+                "scale_mul",
+                nn.with_logical_partitioning(nn.initializers.constant(math.log(4.0)), ("heads",)),
+                (h,),
+            )
+            temperature_H = jnp.exp(jnp.minimum(scale_mul, MAX_SCALE_MUL))
+            q = l2_normalize(q) * temperature_H[:, None].astype(q.dtype)
+            k = l2_normalize(k)
+            softmax_scale = 1.0
+        else:
+            softmax_scale = 0.25 / math.sqrt(d)
+        outputs = []
+        for (q_begin, q_end), (k_begin, k_end) in self.ranges:
+            logits_BHqk = jnp.einsum(
+                "bqhd,bkhd->bhqk", q[:, q_begin:q_end], k[:, k_begin:k_end]
+            ).astype(jnp.float32) * softmax_scale
+            weights = jax.nn.softmax(logits_BHqk, axis=-1).astype(v.dtype)
+            outputs.append(jnp.einsum("bhqk,bkhd->bqhd", weights, v[:, k_begin:k_end]))
+        out_BLC = jnp.concatenate(outputs, axis=1).reshape(b, length, c)
+        proj_init = scaled(normal(self.init_std), lambda s: jnp.full(s[-1:], self.proj_init_factor))
+        return dense(c, ("joined_heads", "embed"), "proj", self.dtype, proj_init)(out_BLC)
+
+
+class FFN(nn.Module):
+    """fc1 (C -> hidden) -> tanh-GELU -> fc2 (hidden -> C)."""
+
+    hidden: int
+    init_std: float
+    fc2_init_factor: float
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BLC: jax.Array) -> jax.Array:
+        c = x_BLC.shape[-1]
+        h = dense(self.hidden, ("embed", "mlp"), "fc1", self.dtype, normal(self.init_std))(x_BLC)
+        h = jax.nn.gelu(h, approximate=True)
+        fc2_init = scaled(normal(self.init_std), lambda s: jnp.full(s[-1:], self.fc2_init_factor))
+        return dense(c, ("mlp", "embed"), "fc2", self.dtype, fc2_init)(h)
+
+
+def ada_lin_init(std: float, channels: int, gamma_chunks: int, gamma: float, rest: float):
+    """VAR's AdaLN init: normal(std) kernel, columns of the first `gamma_chunks` C-sized chunks
+    (the gammas) scaled by `gamma`, the others (scales, shifts) by `rest`."""
+
+    def factor(shape):
+        return jnp.where(jnp.arange(shape[-1]) < gamma_chunks * channels, gamma, rest)
+
+    return scaled(normal(std), factor)
+
+
+class AdaLNSelfAttn(nn.Module):
+    """x += gamma1 * Attn(LN(x)(1+scale1)+shift1); x += gamma2 * FFN(LN(x)(1+scale2)+shift2).
+
+    The six modulation vectors come from this block's `ada_lin` (SiLU -> Dense(D -> 6C)), or, when
+    `shared_aln`, from the shared projection plus this block's `ada_gss` (6, C). Order: gamma1,
+    gamma2, scale1, scale2, shift1, shift2.
+    """
+
+    num_heads: int
+    mlp_hidden: int
+    ranges: Sequence
+    attn_l2_norm: bool
+    shared_aln: bool
+    norm_eps: float
+    drop_path_rate: float
+    init_std: float
+    init_adaln: float
+    init_adaln_gamma: float
+    depth: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BLC: jax.Array, cond: jax.Array, train: bool) -> jax.Array:
+        c = x_BLC.shape[-1]
+        if self.shared_aln:
+            def ada_gss_init(key, shape, dtype=jnp.float32):
+                factor = jnp.array([self.init_adaln_gamma] * 2 + [self.init_adaln] * 4, dtype)
+                return jax.random.normal(key, shape, dtype) / math.sqrt(c) * factor[:, None]
+
+            ada_gss = self.param(
+                "ada_gss", nn.with_logical_partitioning(ada_gss_init, ("adaln", "embed")), (6, c)
+            )
+            mods_B6C = ada_gss[None] + cond  # cond: (B, 6, C)
+        else:
+            init = ada_lin_init(self.init_std, c, 2, self.init_adaln_gamma, self.init_adaln)
+            mods_B6C = dense(6 * c, ("embed", "adaln"), "ada_lin", jnp.float32, init)(
+                nn.silu(cond)).reshape(-1, 6, c)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = [
+            mods_B6C[:, None, i] for i in range(6)
+        ]  # each (B, 1, C)
+        residual_factor = 1.0 / math.sqrt(2 * self.depth)
+        attn = SelfAttention(self.num_heads, self.ranges, self.attn_l2_norm, self.init_std,
+                             residual_factor, self.dtype, name="attn")
+        ffn = FFN(self.mlp_hidden, self.init_std, residual_factor, self.dtype, name="ffn")
+
+        def modulate(x, scale, shift):
+            return (layer_norm(x, self.norm_eps) * (1 + scale) + shift).astype(self.dtype)
+
+        def branch(out, gamma):
+            out = out.astype(jnp.float32) * gamma
+            if train and self.drop_path_rate > 0:
+                out = drop_path(out, self.drop_path_rate, self.make_rng("dropout"))
+            return out
+
+        x_BLC = x_BLC + branch(attn(modulate(x_BLC, scale1, shift1)), gamma1)
+        x_BLC = x_BLC + branch(ffn(modulate(x_BLC, scale2, shift2)), gamma2)
+        return x_BLC
+
+
+class VAR(nn.Module):
+    """The scale-wise transformer: labels + teacher-forcing tokens -> logits (B, L, V) float32."""
+
+    patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    vocab_size: int = 4096
+    z_channels: int = 32
+    depth: int = 16
+    embed_dim: int = 1024
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_classes: int = 1000
+    attn_l2_norm: bool = True
+    shared_aln: bool = False
+    norm_eps: float = _LN_EPS_DEFAULT
+    drop_path_rate: float = 0.0
+    cond_drop_rate: float = 0.1
+    mask: str = "markov"
+    init_adaln: float = 0.5
+    init_adaln_gamma: float = 1e-5
+    init_head: float = 0.02
+    init_std: float = -1.0
+    dtype: jnp.dtype = jnp.float32
+
+    @property
+    def first_l(self) -> int:
+        return self.patch_nums[0] ** 2
+
+    @property
+    def std(self) -> float:
+        return self.init_std if self.init_std > 0 else math.sqrt(1.0 / self.embed_dim / 3)
+
+    def setup(self):
+        c, std = self.embed_dim, self.std
+        length = scales.sequence_length(self.patch_nums)
+        self.word_embed = dense(c, ("latent", "embed"), "word_embed", jnp.float32, normal(std))
+        self.class_emb = nn.Embed(
+            self.num_classes + 1, c,
+            embedding_init=nn.with_logical_partitioning(normal(std), ("classes", "embed")),
+        )
+        self.lvl_embed = nn.Embed(
+            len(self.patch_nums), c,
+            embedding_init=nn.with_logical_partitioning(normal(std), ("levels", "embed")),
+        )
+        self.pos_start = self.param(
+            "pos_start", nn.with_logical_partitioning(normal(std), (None, "embed")),
+            (self.first_l, c),
+        )
+        self.pos_embed = self.param(
+            "pos_embed", nn.with_logical_partitioning(normal(std), ("tokens", "embed")),
+            (length, c),
+        )
+        if self.shared_aln:
+            self.shared_ada_lin = dense(6 * c, ("embed", "adaln"), "shared_ada_lin", jnp.float32,
+                                        normal(std))
+        ranges = tuple(zip(scales.scale_bounds(self.patch_nums),
+                           masks.key_ranges(self.patch_nums, masks.validate_mask(self.mask))))
+        dpr = np.linspace(0.0, self.drop_path_rate, self.depth)
+        self.blocks = [
+            AdaLNSelfAttn(
+                num_heads=self.num_heads, mlp_hidden=round(c * self.mlp_ratio), ranges=ranges,
+                attn_l2_norm=self.attn_l2_norm, shared_aln=self.shared_aln,
+                norm_eps=self.norm_eps, drop_path_rate=float(dpr[i]), init_std=std,
+                init_adaln=self.init_adaln, init_adaln_gamma=self.init_adaln_gamma,
+                depth=self.depth, dtype=self.dtype,
+            )
+            for i in range(self.depth)
+        ]
+        self.head_ada_lin = dense(
+            2 * c, ("embed", "adaln"), "head_ada_lin", jnp.float32,
+            ada_lin_init(std, c, 0, 0.0, self.init_adaln),
+        )
+        self.head = dense(
+            self.vocab_size, ("embed", "vocab"), "head", jnp.float32,
+            scaled(normal(std), lambda s: jnp.full(s[-1:], self.init_head)),
+        )
+
+    def condition(self, labels_B: jax.Array, train: bool = False) -> jax.Array:
+        """Class embedding (B, C); in training, labels are replaced by the null class
+        (index num_classes) with probability cond_drop_rate."""
+        if train and self.cond_drop_rate > 0:
+            drop = jax.random.uniform(self.make_rng("dropout"), labels_B.shape) < self.cond_drop_rate
+            labels_B = jnp.where(drop, self.num_classes, labels_B)
+        return self.class_emb(labels_B)
+
+    def embed_tokens(self, cond_BC: jax.Array, x_BLCv: jax.Array) -> jax.Array:
+        """Input sequence (B, L, C) float32: [sos + pos_start ; word_embed(x)] + lvl + pos."""
+        b = cond_BC.shape[0]
+        sos = jnp.broadcast_to(cond_BC[:, None], (b, self.first_l, cond_BC.shape[-1]))
+        sos = sos + self.pos_start[None]
+        seq = jnp.concatenate([sos, self.word_embed(x_BLCv.astype(jnp.float32))], axis=1)
+        levels = jnp.asarray(scales.token_levels(self.patch_nums))
+        return seq + self.lvl_embed(levels)[None] + self.pos_embed[None]
+
+    def block_condition(self, cond_BC: jax.Array) -> jax.Array:
+        """What each block receives: raw cond (B, C), or the shared (B, 6, C) modulation."""
+        if self.shared_aln:
+            return self.shared_ada_lin(nn.silu(cond_BC)).reshape(-1, 6, self.embed_dim)
+        return cond_BC
+
+    def logits(self, h_BLC: jax.Array, cond_BC: jax.Array) -> jax.Array:
+        """AdaLN before the head, then the head: (B, L, C) -> (B, L, V) float32."""
+        scale, shift = jnp.split(self.head_ada_lin(nn.silu(cond_BC))[:, None], 2, axis=-1)
+        h = layer_norm(h_BLC, self.norm_eps) * (1 + scale) + shift
+        return self.head(h).astype(jnp.float32)
+
+    def __call__(self, labels_B: jax.Array, x_BLCv: jax.Array, train: bool = False) -> jax.Array:
+        """Teacher-forced logits.
+
+        Args:
+          labels_B: (B,) int class labels; num_classes is the null class.
+          x_BLCv: (B, L - pn_0^2, Cv) teacher-forcing input from the tokenizer.
+          train: enables label dropout and drop-path (needs a 'dropout' rng).
+        Returns:
+          logits_BLV (B, L, V) float32.
+        """
+        expected = scales.sequence_length(self.patch_nums) - self.first_l
+        if x_BLCv.ndim != 3 or x_BLCv.shape[1:] != (expected, self.z_channels):
+            raise ValueError(
+                f"teacher-forcing input must be (B, {expected}, {self.z_channels}) for patch_nums "
+                f"{tuple(self.patch_nums)}, got {tuple(x_BLCv.shape)}"
+            )
+        if labels_B.shape != x_BLCv.shape[:1]:
+            raise ValueError(f"labels must be (B,) = ({x_BLCv.shape[0]},), got {labels_B.shape}")
+        cond_BC = self.condition(labels_B, train)
+        h_BLC = self.embed_tokens(cond_BC, x_BLCv)
+        block_cond = self.block_condition(cond_BC)
+        for block in self.blocks:
+            h_BLC = block(h_BLC, block_cond, train)
+        return self.logits(h_BLC, cond_BC)
