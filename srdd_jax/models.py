@@ -123,9 +123,9 @@ def init_params(cfg: ml_collections.ConfigDict, rng, which: str):
     """Boxed parameters (with logical-axis metadata) of 'tokenizer' or 'transformer'."""
     image, labels, tokens = init_inputs(cfg)
     if which == "tokenizer":
-        return build_tokenizer(cfg).init(rng, image)["params"]
+        return jax.jit(lambda r: build_tokenizer(cfg).init(r, image)["params"])(rng)
     if which == "transformer":
-        return build_transformer(cfg).init(rng, labels, tokens)["params"]
+        return jax.jit(lambda r: build_transformer(cfg).init(r, labels, tokens)["params"])(rng)
     raise ValueError(f"which must be 'tokenizer' or 'transformer', got {which!r}")
 
 

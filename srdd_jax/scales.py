@@ -7,7 +7,7 @@ gives L = 680.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -284,7 +285,7 @@ def convert(sd: StateDict, rule: Callable, expected_params: Mapping, what: str) 
                               f"{expected[path]}")
             bad_paths.add(path)
             continue
-        converted[path] = array.astype(np.float32)
+        converted[path] = array if array.dtype == np.float32 else array.astype(np.float32)
         source[path] = key
     for path, pieces in stacked.items():
         array = np.stack([pieces[i] for i in sorted(pieces)])

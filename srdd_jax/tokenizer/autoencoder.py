@@ -7,7 +7,7 @@ so that checkpoint conversion is a mechanical rename. Shapes: images (B, H, W, 3
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

@@ -8,7 +8,7 @@ reproduce:
   antialiasing).
 
 Both are separable, so a resize is ``R_h @ x @ R_w^T`` with small (out, in) matrices built here in
-float64 numpy at trace time and applied in float32 with HIGHEST matmul precision (TPU/GPU default
+numpy at trace time and applied in float32 with HIGHEST matmul precision (TPU/GPU default
 precision would round the operands to bf16 and change token choices).
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 _BICUBIC_A = -0.75
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def area_matrix(size_in: int, size_out: int) -> np.ndarray:
     """PyTorch 'area' / adaptive-average-pool weights, shape (size_out, size_in).
 
@@ -38,33 +38,37 @@ def area_matrix(size_in: int, size_out: int) -> np.ndarray:
     return mat
 
 
-def _cubic_near(t: np.ndarray) -> np.ndarray:
-    """Kernel weight for taps at distance t in [0, 1]."""
-    a = _BICUBIC_A
-    return ((a + 2) * t - (a + 3)) * t * t + 1
+def _cubic_near(t: np.float32) -> np.float32:
+    """Kernel weight for taps at distance t in [0, 1] (float32, as PyTorch computes it)."""
+    a = np.float32(_BICUBIC_A)
+    return ((a + 2) * t - (a + 3)) * t * t + np.float32(1)
 
 
-def _cubic_far(u: np.ndarray) -> np.ndarray:
-    """Kernel weight for taps at distance u in [1, 2]."""
-    a = _BICUBIC_A
+def _cubic_far(u: np.float32) -> np.float32:
+    """Kernel weight for taps at distance u in [1, 2] (float32, as PyTorch computes it)."""
+    a = np.float32(_BICUBIC_A)
     return ((a * u - 5 * a) * u + 8 * a) * u - 4 * a
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bicubic_matrix(size_in: int, size_out: int) -> np.ndarray:
     """PyTorch bicubic (A=-0.75, align_corners=False) weights, shape (size_out, size_in).
 
     Source coordinate s = (dst + 0.5) * in/out - 0.5 (not clamped); taps at floor(s) - 1 ... + 2
-    are clamped to [0, in - 1], so weights of clamped taps accumulate on the border pixel.
+    are clamped to [0, in - 1], so weights of clamped taps accumulate on the border pixel. The
+    coordinates and weights are computed in float32 in PyTorch's order, so the weights are
+    PyTorch's to the bit.
     """
     _check_sizes(size_in, size_out)
-    mat = np.zeros((size_out, size_in), np.float64)
-    scale = size_in / size_out
+    mat = np.zeros((size_out, size_in), np.float32)
+    scale = np.float32(size_in) / np.float32(size_out)
+    one = np.float32(1)
     for dst in range(size_out):
-        src = (dst + 0.5) * scale - 0.5
+        src = scale * (np.float32(dst) + np.float32(0.5)) - np.float32(0.5)
         x0 = int(np.floor(src))
-        t = src - x0
-        weights = (_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t))
+        t = src - np.float32(x0)
+        weights = (_cubic_far(t + one), _cubic_near(t), _cubic_near(one - t),
+                   _cubic_far((one - t) + one))
         for offset, weight in zip(range(-1, 3), weights):
             mat[dst, min(max(x0 + offset, 0), size_in - 1)] += weight
     return mat
@@ -88,8 +92,8 @@ def apply_separable(x_BHWC: jax.Array, rows_OH: np.ndarray, cols_PW: np.ndarray)
     highest = jax.lax.Precision.HIGHEST
     rows = jnp.asarray(rows_OH, jnp.float32)
     cols = jnp.asarray(cols_PW, jnp.float32)
-    y = jnp.einsum("oh,bhwc->bowc", rows, x_BHWC, precision=highest)
-    return jnp.einsum("pw,bowc->bopc", cols, y, precision=highest)
+    y = jnp.einsum("pw,bhwc->bhpc", cols, x_BHWC, precision=highest)  # width first, like PyTorch
+    return jnp.einsum("oh,bhpc->bopc", rows, y, precision=highest)
 
 
 def area_resize(x_BHWC: jax.Array, out_hw: tuple[int, int]) -> jax.Array:

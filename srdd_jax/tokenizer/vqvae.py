@@ -10,7 +10,7 @@ Call the functions through `apply`, e.g.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

@@ -12,7 +12,7 @@ materialises an L x L matrix); `attention_bias` is the equivalent dense (L, L) a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,7 +11,7 @@ channels. Inputs are labels (B,) and the teacher-forcing tokens x_BLCv (B, L - p
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

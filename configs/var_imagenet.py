@@ -1,0 +1,30 @@
+"""The released VAR ImageNet models (for converted weights): `--config=configs/var_imagenet.py:d16`.
+
+Variants: d16, d20, d24, d30 (256 px) and d36 (512 px, shared AdaLN), plus `tiny` for tests.
+The released weights use the block-causal `var` mask; set `--config.model.transformer.mask=markov`
+to fine-tune them as SRDD.
+"""
+
+import ml_collections
+
+from srdd_jax import models
+
+
+def get_config(variant: str = "d16") -> ml_collections.ConfigDict:
+    if variant == "tiny":
+        model = models.model_config(
+            tokenizer=models.tokenizer_config(ch=32, vocab_size=128, z_channels=8),
+            transformer=models.transformer_config(depth=2, embed_dim=128, num_heads=2,
+                                                  num_classes=10, mask="var"),
+        )
+    elif variant in ("d16", "d20", "d24", "d30"):
+        depth = int(variant[1:])
+        model = models.model_config(transformer=models.transformer_config(depth, mask="var"))
+    elif variant == "d36":
+        model = models.model_config(
+            models.PATCH_NUMS_512,
+            transformer=models.transformer_config(36, mask="var", shared_aln=True),
+        )
+    else:
+        raise ValueError(f"unknown variant {variant!r}: choose tiny, d16, d20, d24, d30 or d36")
+    return ml_collections.ConfigDict(dict(model=model))

@@ -1,0 +1,31 @@
+"""srdd_jax: scale-wise visual generation (VAR and its Markovian discrete-diffusion variant SRDD)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="srdd_jax",
+    version="0.1.0",
+    description="VAR and SRDD (scale-wise discrete diffusion) in JAX/Flax",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["srdd_jax", "srdd_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.11",
+        "tensorflow-datasets>=4.9",
+        "ml-collections>=1.0",
+        "clu>=0.0.12",
+        "numpy>=1.26",
+        "absl-py>=2.0",
+        "tensorboard>=2.15",
+        "pillow>=10.0",
+    ],
+    extras_require={
+        # Only for reading PyTorch .pth checkpoints (python -m srdd_jax.convert).
+        "torch": ["torch>=2.1"],
+        "test": ["torch>=2.1", "pytest>=8.0", "ruff>=0.6"],
+    },
+)

@@ -1,0 +1,67 @@
+"""Shared test set-up: 8 host CPU devices, full-precision matmuls, and the PyTorch reference.
+
+The reference folder is $SRDD_VAR_REFERENCE, by default ../shared/fixtures/var_reference/tiny
+next to the repository. Every architecture size is read from its config.json, so any fixture made
+the same way works.
+"""
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def reference_dir() -> Path:
+    default = SHARED_DIR / "fixtures" / "var_reference" / "tiny"
+    return Path(os.environ.get("SRDD_VAR_REFERENCE", default))
+
+
+def manifests_path() -> Path:
+    return SHARED_DIR / "fixtures" / "var_reference" / "released_checkpoint_manifests.json"
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference material not found at {path}: it lives in ../shared beside the "
+                    "repository (or set SRDD_VAR_REFERENCE to a fixture folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The fixture's config.json, io.npz arrays (NCHW as saved) and raw state dicts."""
+    from srdd_jax.convert import torch_io
+
+    folder = require(reference_dir())
+    with open(folder / "config.json") as f:
+        config = json.load(f)
+    io = dict(np.load(folder / "io.npz"))
+    return dict(
+        folder=folder,
+        config=config,
+        io=io,
+        vae_sd=torch_io.load_state_dict(str(folder / "vae.pth"), "vae"),
+        var_sd=torch_io.load_state_dict(str(folder / "var.pth"), "var"),
+    )
+
+
+@pytest.fixture(scope="session")
+def converted(reference):
+    """(model config, params) converted from the reference state dicts."""
+    from srdd_jax.convert import var_checkpoints
+
+    return var_checkpoints.convert_state_dicts(reference["vae_sd"], reference["var_sd"])
+
+
+def nhwc(x_BCHW: np.ndarray) -> np.ndarray:
+    return np.transpose(x_BCHW, (0, 2, 3, 1))

@@ -1,0 +1,40 @@
+"""Configs load through ml_collections and describe the released architectures exactly."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from conftest import REPO_ROOT
+from ml_collections import config_flags
+
+from srdd_jax import models
+
+# Parameter counts of the released checkpoints (buffers excluded), from var_reference.md §2.1/§3.1.
+RELEASED = {"d16": 310_283_520, "d20": 600_917_136, "d24": 1_033_399_360,
+            "d30": 2_010_020_356, "d36": 2_353_893_904}
+
+
+def _load(variant):
+    path = REPO_ROOT / "configs" / "var_imagenet.py"
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=flag_values)
+    flag_values(["test", f"--config={path}:{variant}"])
+    return flag_values.config
+
+
+@pytest.mark.parametrize("variant", sorted(RELEASED))
+def test_released_transformer_sizes(variant):
+    cfg = _load(variant).model
+    shapes = nn.unbox(models.abstract_params(cfg, "transformer"))
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == RELEASED[variant]
+
+
+def test_released_tokenizer_size():
+    shapes = nn.unbox(models.abstract_params(_load("d16").model, "tokenizer"))
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 108_948_355
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(flags.IllegalFlagValueError, match="unknown variant .d99."):
+        _load("d99")
