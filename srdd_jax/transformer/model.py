@@ -71,14 +71,25 @@ def drop_path(x_BLC: jax.Array, rate: float, rng) -> jax.Array:
     return jnp.where(mask, x_BLC / keep, 0.0).astype(x_BLC.dtype)
 
 
+def attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, key_valid_Bk=None) -> jax.Array:
+    """Softmax attention in float32; `key_valid_Bk` (B, k) bool masks keys. Returns (B, q, H, D)."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k_BkHD).astype(jnp.float32) * softmax_scale
+    if key_valid_Bk is not None:
+        logits = jnp.where(key_valid_Bk[:, None, None, :], logits, -jnp.inf)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v_BkHD.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v_BkHD)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head attention where each query scale attends to one contiguous key range.
+    """Multi-head attention. In teacher forcing each query scale attends to one contiguous key range
+    (`ranges`); the sampler instead passes keys/values of earlier scales as a context.
 
     With `attn_l2_norm`, q and k are l2-normalised per head and q is scaled by
     exp(min(scale_mul_h, log 100)) (cosine attention, softmax scale 1); otherwise the softmax scale
     is 0.25 / sqrt(D).
     """
 
+    embed_dim: int
     num_heads: int
     ranges: Sequence[tuple[tuple[int, int], tuple[int, int]]]  # per scale: (query range, key range)
     attn_l2_norm: bool
@@ -86,42 +97,72 @@ class SelfAttention(nn.Module):
     proj_init_factor: float
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x_BLC: jax.Array) -> jax.Array:
-        b, length, c = x_BLC.shape
-        h = self.num_heads
-        d = c // h
-        qkv = dense(3 * c, ("embed", "qkv"), "mat_qkv", self.dtype, normal(self.init_std),
-                    use_bias=False)(x_BLC)
-        q_bias = self.param("q_bias", nn.with_logical_partitioning(nn.initializers.zeros,
-                                                                   ("embed",)), (c,))
-        v_bias = self.param("v_bias", nn.with_logical_partitioning(nn.initializers.zeros,
-                                                                   ("embed",)), (c,))
-        qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(qkv.dtype)
-        q, k, v = jnp.split(qkv.reshape(b, length, 3, h, d), 3, axis=2)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (B, L, H, D)
+    def setup(self):
+        c = self.embed_dim
+        zeros = nn.with_logical_partitioning(nn.initializers.zeros, ("embed",))
+        self.mat_qkv = dense(3 * c, ("embed", "qkv"), "mat_qkv", self.dtype, normal(self.init_std),
+                             use_bias=False)
+        self.q_bias = self.param("q_bias", zeros, (c,))
+        self.v_bias = self.param("v_bias", zeros, (c,))
         if self.attn_l2_norm:
-            scale_mul = self.param(
+            self.scale_mul = self.param(
                 "scale_mul",
                 nn.with_logical_partitioning(nn.initializers.constant(math.log(4.0)), ("heads",)),
-                (h,),
+                (self.num_heads,),
             )
-            temperature_H = jnp.exp(jnp.minimum(scale_mul, MAX_SCALE_MUL))
+        proj_init = scaled(normal(self.init_std), lambda s: jnp.full(s[-1:], self.proj_init_factor))
+        self.proj = dense(c, ("joined_heads", "embed"), "proj", self.dtype, proj_init)
+
+    @property
+    def softmax_scale(self) -> float:
+        return 1.0 if self.attn_l2_norm else 0.25 / math.sqrt(self.embed_dim // self.num_heads)
+
+    def project(self, x_BLC: jax.Array):
+        """(B, L, C) -> q, k, v each (B, L, H, D), q/k normalised and q scaled when l2-norm is on."""
+        b, length, c = x_BLC.shape
+        h = self.num_heads
+        qkv = self.mat_qkv(x_BLC)
+        qkv = qkv + jnp.concatenate([self.q_bias, jnp.zeros_like(self.q_bias), self.v_bias]
+                                    ).astype(qkv.dtype)
+        qkv = qkv.reshape(b, length, 3, h, c // h)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.attn_l2_norm:
+            temperature_H = jnp.exp(jnp.minimum(self.scale_mul, MAX_SCALE_MUL))
             q = l2_normalize(q) * temperature_H[:, None].astype(q.dtype)
             k = l2_normalize(k)
-            softmax_scale = 1.0
-        else:
-            softmax_scale = 0.25 / math.sqrt(d)
-        outputs = []
-        for (q_begin, q_end), (k_begin, k_end) in self.ranges:
-            logits_BHqk = jnp.einsum(
-                "bqhd,bkhd->bhqk", q[:, q_begin:q_end], k[:, k_begin:k_end]
-            ).astype(jnp.float32) * softmax_scale
-            weights = jax.nn.softmax(logits_BHqk, axis=-1).astype(v.dtype)
-            outputs.append(jnp.einsum("bhqk,bkhd->bqhd", weights, v[:, k_begin:k_end]))
-        out_BLC = jnp.concatenate(outputs, axis=1).reshape(b, length, c)
-        proj_init = scaled(normal(self.init_std), lambda s: jnp.full(s[-1:], self.proj_init_factor))
-        return dense(c, ("joined_heads", "embed"), "proj", self.dtype, proj_init)(out_BLC)
+        return q, k, v
+
+    def output(self, out_BLHD: jax.Array) -> jax.Array:
+        b, length = out_BLHD.shape[:2]
+        return self.proj(out_BLHD.reshape(b, length, self.embed_dim))
+
+    def __call__(self, x_BLC: jax.Array) -> jax.Array:
+        """Teacher-forced attention over the whole sequence, (B, L, C) -> (B, L, C)."""
+        q, k, v = self.project(x_BLC)
+        outputs = [
+            attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], self.softmax_scale)
+            for (q0, q1), (k0, k1) in self.ranges
+        ]
+        return self.output(jnp.concatenate(outputs, axis=1))
+
+    def step(self, x_BlC: jax.Array, context, own_valid_Bl: jax.Array):
+        """One scale's attention for the sampler.
+
+        Args:
+          x_BlC: this scale's (padded) tokens (B, l, C).
+          context: None, or (k_BcHD, v_BcHD, valid_Bc) keys/values of earlier scales.
+          own_valid_Bl: (B, l) bool, False on padding tokens.
+        Returns:
+          (out_BlC, k_BlHD, v_BlHD): the output and this scale's keys/values.
+        """
+        q, k, v = self.project(x_BlC)
+        keys, values, valid = k, v, own_valid_Bl
+        if context is not None:
+            ctx_k, ctx_v, ctx_valid = context
+            keys = jnp.concatenate([ctx_k.astype(k.dtype), k], axis=1)
+            values = jnp.concatenate([ctx_v.astype(v.dtype), v], axis=1)
+            valid = jnp.concatenate([ctx_valid, own_valid_Bl], axis=1)
+        return self.output(attend(q, keys, values, self.softmax_scale, valid)), k, v
 
 
 class FFN(nn.Module):
@@ -159,6 +200,7 @@ class AdaLNSelfAttn(nn.Module):
     gamma2, scale1, scale2, shift1, shift2.
     """
 
+    embed_dim: int
     num_heads: int
     mlp_hidden: int
     ranges: Sequence
@@ -172,42 +214,54 @@ class AdaLNSelfAttn(nn.Module):
     depth: int
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x_BLC: jax.Array, cond: jax.Array, train: bool) -> jax.Array:
-        c = x_BLC.shape[-1]
+    def setup(self):
+        c = self.embed_dim
         if self.shared_aln:
             def ada_gss_init(key, shape, dtype=jnp.float32):
                 factor = jnp.array([self.init_adaln_gamma] * 2 + [self.init_adaln] * 4, dtype)
                 return jax.random.normal(key, shape, dtype) / math.sqrt(c) * factor[:, None]
 
-            ada_gss = self.param(
+            self.ada_gss = self.param(
                 "ada_gss", nn.with_logical_partitioning(ada_gss_init, ("adaln", "embed")), (6, c)
             )
-            mods_B6C = ada_gss[None] + cond  # cond: (B, 6, C)
         else:
             init = ada_lin_init(self.init_std, c, 2, self.init_adaln_gamma, self.init_adaln)
-            mods_B6C = dense(6 * c, ("embed", "adaln"), "ada_lin", jnp.float32, init)(
-                nn.silu(cond)).reshape(-1, 6, c)
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = [
-            mods_B6C[:, None, i] for i in range(6)
-        ]  # each (B, 1, C)
+            self.ada_lin = dense(6 * c, ("embed", "adaln"), "ada_lin", jnp.float32, init)
         residual_factor = 1.0 / math.sqrt(2 * self.depth)
-        attn = SelfAttention(self.num_heads, self.ranges, self.attn_l2_norm, self.init_std,
-                             residual_factor, self.dtype, name="attn")
-        ffn = FFN(self.mlp_hidden, self.init_std, residual_factor, self.dtype, name="ffn")
+        self.attn = SelfAttention(c, self.num_heads, self.ranges, self.attn_l2_norm, self.init_std,
+                                  residual_factor, self.dtype)
+        self.ffn = FFN(self.mlp_hidden, self.init_std, residual_factor, self.dtype)
 
-        def modulate(x, scale, shift):
-            return (layer_norm(x, self.norm_eps) * (1 + scale) + shift).astype(self.dtype)
+    def modulations(self, cond) -> list[jax.Array]:
+        """cond (B, C), or (B, 6, C) when shared -> six (B, 1, C) vectors."""
+        if self.shared_aln:
+            mods_B6C = self.ada_gss[None] + cond
+        else:
+            mods_B6C = self.ada_lin(nn.silu(cond)).reshape(-1, 6, self.embed_dim)
+        return [mods_B6C[:, None, i] for i in range(6)]
 
-        def branch(out, gamma):
-            out = out.astype(jnp.float32) * gamma
-            if train and self.drop_path_rate > 0:
-                out = drop_path(out, self.drop_path_rate, self.make_rng("dropout"))
-            return out
+    def _modulate(self, x, scale, shift):
+        return (layer_norm(x, self.norm_eps) * (1 + scale) + shift).astype(self.dtype)
 
-        x_BLC = x_BLC + branch(attn(modulate(x_BLC, scale1, shift1)), gamma1)
-        x_BLC = x_BLC + branch(ffn(modulate(x_BLC, scale2, shift2)), gamma2)
-        return x_BLC
+    def _branch(self, out, gamma, train: bool):
+        out = out.astype(jnp.float32) * gamma
+        if train and self.drop_path_rate > 0:
+            out = drop_path(out, self.drop_path_rate, self.make_rng("dropout"))
+        return out
+
+    def __call__(self, x_BLC: jax.Array, cond: jax.Array, train: bool) -> jax.Array:
+        """Teacher forcing over the whole sequence (B, L, C)."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulations(cond)
+        x_BLC = x_BLC + self._branch(self.attn(self._modulate(x_BLC, scale1, shift1)), gamma1, train)
+        return x_BLC + self._branch(self.ffn(self._modulate(x_BLC, scale2, shift2)), gamma2, train)
+
+    def step(self, x_BlC: jax.Array, cond: jax.Array, context, own_valid_Bl: jax.Array):
+        """One scale for the sampler (inference only); returns (x, k, v) as SelfAttention.step."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulations(cond)
+        out, k, v = self.attn.step(self._modulate(x_BlC, scale1, shift1), context, own_valid_Bl)
+        x_BlC = x_BlC + self._branch(out, gamma1, False)
+        x_BlC = x_BlC + self._branch(self.ffn(self._modulate(x_BlC, scale2, shift2)), gamma2, False)
+        return x_BlC, k, v
 
 
 class VAR(nn.Module):
@@ -269,7 +323,7 @@ class VAR(nn.Module):
         dpr = np.linspace(0.0, self.drop_path_rate, self.depth)
         self.blocks = [
             AdaLNSelfAttn(
-                num_heads=self.num_heads, mlp_hidden=round(c * self.mlp_ratio), ranges=ranges,
+                embed_dim=c, num_heads=self.num_heads, mlp_hidden=round(c * self.mlp_ratio), ranges=ranges,
                 attn_l2_norm=self.attn_l2_norm, shared_aln=self.shared_aln,
                 norm_eps=self.norm_eps, drop_path_rate=float(dpr[i]), init_std=std,
                 init_adaln=self.init_adaln, init_adaln_gamma=self.init_adaln_gamma,
@@ -314,6 +368,43 @@ class VAR(nn.Module):
         scale, shift = jnp.split(self.head_ada_lin(nn.silu(cond_BC))[:, None], 2, axis=-1)
         h = layer_norm(h_BLC, self.norm_eps) * (1 + scale) + shift
         return self.head(h).astype(jnp.float32)
+
+    def embed_scale(self, cond_BC: jax.Array, x_BlCv: jax.Array, level, positions_l: jax.Array,
+                    is_first) -> jax.Array:
+        """The sampler's input for one (padded) scale, (B, l, C) float32.
+
+        Args:
+          cond_BC: class embeddings (B, C).
+          x_BlCv: area-downsampled f_hat tokens (B, l, Cv) (ignored on the first scale).
+          level: the scale's level index (may be traced).
+          positions_l: (l,) int token positions in the full sequence (clipped for padding).
+          is_first: whether this is the first scale (sos tokens); may be traced.
+        """
+        word = self.word_embed(x_BlCv.astype(jnp.float32))
+        sos = cond_BC[:, None] + self.pos_start[jnp.minimum(positions_l, self.first_l - 1)][None]
+        x = jnp.where(is_first, sos, word)
+        return x + self.lvl_embed(level)[None, None] + self.pos_embed[positions_l][None]
+
+    def step(self, x_BlC: jax.Array, cond_BC: jax.Array, contexts, own_valid_Bl: jax.Array):
+        """Runs one scale through all blocks (inference).
+
+        Args:
+          x_BlC: `embed_scale` output (B, l, C).
+          cond_BC: class embeddings (B, C).
+          contexts: None, or (k_NBcHD, v_NBcHD, valid_Bc): keys/values of the scales this one
+            attends to, stacked over the N blocks.
+          own_valid_Bl: (B, l) bool, False on padding.
+        Returns:
+          (logits_BlV float32, k_NBlHD, v_NBlHD) with this scale's keys/values for later scales.
+        """
+        block_cond = self.block_condition(cond_BC)
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            context = None if contexts is None else (contexts[0][i], contexts[1][i], contexts[2])
+            x_BlC, k, v = block.step(x_BlC, block_cond, context, own_valid_Bl)
+            keys.append(k)
+            values.append(v)
+        return self.logits(x_BlC, cond_BC), jnp.stack(keys), jnp.stack(values)
 
     def __call__(self, labels_B: jax.Array, x_BLCv: jax.Array, train: bool = False) -> jax.Array:
         """Teacher-forced logits.

@@ -1,0 +1,312 @@
+"""The scale-wise sampler: one jit-compiled program of `lax.fori_loop`s over scales.
+
+Per scale k: the input tokens are area_k(f_hat) (the state left by the previous scale); the model
+gives logits for the doubled batch [cond; uncond]; guidance, temperature, top-k/top-p give the
+sampling distribution; tokens are drawn; masked resampling (MR) redraws low-confidence tokens in a
+nested `fori_loop`; known tokens (editing) are forced; f_hat += phi(bicubic(codes)).
+
+Attention context by mask:
+- ``var``: a KV cache of every earlier scale (fixed (N, 2B, L, H, D) buffers, unused slots masked);
+- ``markov``: none: each scale attends only to its own tokens;
+- ``markov_prev``: the previous scale's keys/values only, so memory is bounded by the largest scale.
+
+Scales are grouped into size buckets (see `layout.plan_buckets`), one `fori_loop` each, so early
+scales are not padded to the largest one. Compiled once per (model config, settings, batch size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from srdd_jax import models
+from srdd_jax.sampling import guidance, layout, tokens
+from srdd_jax.tokenizer.vqvae import VQVAE
+from srdd_jax.transformer.model import VAR
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample. Scale indices (mr_scales, scale_ids) refer to the model's patch_nums."""
+
+    cfg: float = 1.5
+    cfg_schedule: str = "linear"
+    cfg_list: tuple[float, ...] | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.0
+    greedy: bool = False
+    mr: bool = False
+    mr_threshold: float = 0.01
+    mr_iterations: int = 5
+    mr_scales: tuple[int, ...] | None = None  # None: every sampled scale
+    mr_rerun: bool = False
+    scale_ids: tuple[int, ...] | None = None  # None: all scales
+    bucket_cost: int = 32
+
+    @classmethod
+    def from_config(cls, cfg: ml_collections.ConfigDict) -> SamplerSettings:
+        values = {f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name in cfg}
+        for name in ("cfg_list", "mr_scales", "scale_ids"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def validate(self, patch_nums: Sequence[int]) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"sample.temperature={self.temperature} must be > 0 (use greedy=True "
+                             "for argmax)")
+        if self.top_k < 0 or not 0 <= self.top_p <= 1:
+            raise ValueError("sample.top_k must be >= 0 and sample.top_p in [0, 1] (0 = off)")
+        if self.mr and (self.mr_iterations < 1 or not 0 <= self.mr_threshold <= 1):
+            raise ValueError("sample.mr_iterations must be >= 1 and sample.mr_threshold in [0, 1]")
+        ids = layout.validate_scale_subset(patch_nums, self.scale_ids)
+        if self.mr_scales is not None and not set(self.mr_scales) <= set(ids):
+            raise ValueError(f"sample.mr_scales {self.mr_scales} must be among the sampled scales {ids}")
+        guidance.guidance_weights(self.cfg_schedule, self.cfg, len(ids), self.cfg_list)
+
+
+def _merge(x_BlC: jax.Array, twice: bool) -> jax.Array:
+    """The same tokens for the cond and uncond halves of a doubled batch."""
+    return jnp.concatenate([x_BlC, x_BlC], axis=0) if twice else x_BlC
+
+
+class Sampler:
+    """Samples token pyramids and f_hat for a model config; call `sample(params, labels, rng)`."""
+
+    def __init__(self, model_cfg: ml_collections.ConfigDict, settings: SamplerSettings,
+                 mask: str | None = None):
+        mask = mask or model_cfg.transformer.mask
+        settings.validate(model_cfg.patch_nums)
+        self.settings = settings
+        self.mask = mask
+        self.model_cfg = model_cfg
+        self.tokenizer = models.build_tokenizer(model_cfg)
+        self.transformer = models.build_transformer(model_cfg, mask=mask)
+        self.layout = layout.build_layout(model_cfg.patch_nums, settings.scale_ids,
+                                          settings.bucket_cost, mask)
+        k = len(self.layout.patch_nums)
+        self.weights = guidance.guidance_weights(settings.cfg_schedule, settings.cfg, k,
+                                                 settings.cfg_list)
+        self.use_cfg = bool(np.any(self.weights != 0))
+        mr_on = np.zeros(k, bool)
+        if settings.mr:
+            chosen = self.layout.levels if settings.mr_scales is None else settings.mr_scales
+            mr_on[[self.layout.levels.index(s) for s in chosen]] = True
+        self.tables = dict(
+            positions=self.layout.positions_Kw, valid=self.layout.valid_Kw,
+            down=self.layout.down_Kwn, up=self.layout.up_Knw,
+            levels=np.asarray(self.layout.levels, np.int32),
+            begins=np.asarray(self.layout.begins, np.int32),
+            weights=self.weights, mr_on=mr_on,
+        )
+        self._jitted = jax.jit(self._sample)
+
+    # ------------------------------------------------------------------------------ public API
+    @property
+    def sequence_length(self) -> int:
+        return self.layout.length
+
+    def cache_bytes(self, batch_size: int) -> int:
+        """Bytes of the attention context buffers (KV cache / previous-scale keys and values)."""
+        tr = self.model_cfg.transformer
+        width = {"var": self._cache_length(), "markov": 0,
+                 "markov_prev": self.layout.max_width}[self.mask]
+        rows = 2 * batch_size if self.use_cfg else batch_size
+        itemsize = jnp.dtype(models.DTYPES[tr.dtype]).itemsize
+        return 2 * tr.depth * rows * width * tr.embed_dim * itemsize
+
+    def sample(self, params: dict, labels_B, rng, known_idx_BL=None, known_BL=None) -> dict:
+        """Samples a batch.
+
+        Args:
+          params: {'tokenizer': ..., 'transformer': ...} parameter trees.
+          labels_B: (B,) int labels (num_classes = unconditional).
+          rng: a jax PRNG key; the same key gives the same samples.
+          known_idx_BL, known_BL: optional editing constraints over the sampled sequence: token
+            indices and a bool mask of the tokens to force (see `sampling.editing`).
+        Returns:
+          dict with idx_BL (B, L') int32, confidence_BL (B, L') float32 (probability of each token
+          under its sampling distribution), f_hat_BhwC (B, h, w, Cv) and resampled_K (K,) int32:
+          tokens redrawn by MR at each sampled scale (summed over iterations and batch).
+        """
+        labels_B = jnp.asarray(labels_B, jnp.int32)
+        if labels_B.ndim != 1:
+            raise ValueError(f"labels must be a (B,) vector, got shape {labels_B.shape}")
+        b, length = labels_B.shape[0], self.sequence_length
+        if known_idx_BL is None:
+            known_idx_BL = jnp.zeros((b, length), jnp.int32)
+            known_BL = jnp.zeros((b, length), bool)
+        if known_idx_BL.shape != (b, length) or known_BL.shape != (b, length):
+            raise ValueError(f"editing constraints must be (B, L) = ({b}, {length}), got "
+                             f"{known_idx_BL.shape} and {known_BL.shape}")
+        return self._jitted(params["tokenizer"], params["transformer"], self.tables, labels_B, rng,
+                            jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
+
+    def compile(self, params: dict, batch_size: int, in_shardings=None, out_shardings=None):
+        """Ahead-of-time compiled sampler for a batch size (optionally sharded); returns the
+        compiled callable with the same arguments as `sample`'s jitted core."""
+        fn = jax.jit(self._sample, in_shardings=in_shardings, out_shardings=out_shardings)
+        length = self.sequence_length
+        args = (params["tokenizer"], params["transformer"], self.tables,
+                jax.ShapeDtypeStruct((batch_size,), jnp.int32), jax.random.key(0),
+                jax.ShapeDtypeStruct((batch_size, length), jnp.int32),
+                jax.ShapeDtypeStruct((batch_size, length), bool))
+        return fn.lower(*args).compile()
+
+    # ---------------------------------------------------------------------------- internals
+    def _cache_length(self) -> int:
+        return max(self.layout.begins[k] + bucket.width
+                   for bucket in self.layout.buckets for k in bucket.scale_ids)
+
+    def _sample(self, tok_params, tr_params, tables, labels_B, rng, known_idx_BL, known_BL):
+        s, lay = self.settings, self.layout
+        tok_vars, tr_vars = {"params": tok_params}, {"params": tr_params}
+        tr_cfg = self.model_cfg.transformer
+        b = labels_B.shape[0]
+        twice = self.use_cfg
+        rows = 2 * b if twice else b
+        side, cv = lay.patch_nums[-1], self.model_cfg.tokenizer.z_channels
+        heads = tr_cfg.num_heads
+        head_dim = tr_cfg.embed_dim // heads
+        dtype = models.DTYPES[tr_cfg.dtype]
+        pad = lay.max_width
+        length = lay.length
+
+        labels_in = jnp.concatenate([labels_B, jnp.full_like(labels_B, tr_cfg.num_classes)]
+                                    ) if twice else labels_B
+        cond = self.transformer.apply(tr_vars, labels_in, method=VAR.condition)
+        known_idx = jnp.pad(known_idx_BL, ((0, 0), (0, pad)))
+        known = jnp.pad(known_BL, ((0, 0), (0, pad)))
+
+        def lookup(idx):
+            return self.tokenizer.apply(tok_vars, idx, method=lambda m, i: m.quantize.lookup(i))
+
+        def add_codes(f_hat_BnC, idx_Bw, use_Bw, k, width):
+            """f_hat += phi_level(bicubic(codes)) on the flattened latent grid; tokens where
+            `use_Bw` is False (padding, or tokens held out by MR) contribute nothing."""
+            codes = lookup(idx_Bw) * use_Bw[..., None]
+            up = jnp.einsum("nw,bwc->bnc", tables["up"][k][:, :width], codes, precision=_HIGHEST)
+            up = up.reshape(b, side, side, cv)
+            h = self.tokenizer.apply(tok_vars, up, tables["levels"][k], method=VQVAE.phi)
+            return f_hat_BnC + h.reshape(b, side * side, cv)
+
+        def model_logits(f_hat_BnC, k, width, context):
+            """Filtered (sampling) logits (B, w, V) and this scale's keys/values."""
+            x_in = jnp.einsum("wn,bnc->bwc", tables["down"][k, :width], f_hat_BnC, precision=_HIGHEST)
+            valid = jnp.broadcast_to(tables["valid"][k, :width], (rows, width))
+            emb = self.transformer.apply(
+                tr_vars, cond, _merge(x_in, twice), tables["levels"][k],
+                tables["positions"][k, :width], k == 0, method=VAR.embed_scale)
+            logits, keys, values = self.transformer.apply(tr_vars, emb, cond, context, valid,
+                                                          method=VAR.step)
+            if twice:
+                logits = guidance.guide(logits, tables["weights"][k])
+            return tokens.filter_logits(logits, s.temperature, s.top_k, s.top_p), keys, values
+
+        def scale_body(width, context_of, store):
+            def body(k, carry):
+                f_hat, idx_out, conf_out, counts, ctx = carry
+                rng_k = jax.random.fold_in(rng, k)
+                filtered, keys, values = model_logits(f_hat, k, width, context_of(ctx, k, width))
+                begin = tables["begins"][k]
+                known_w = jax.lax.dynamic_slice_in_dim(known, begin, width, axis=1)
+                known_idx_w = jax.lax.dynamic_slice_in_dim(known_idx, begin, width, axis=1)
+                idx = tokens.draw(jax.random.fold_in(rng_k, 0), filtered, s.greedy)
+                idx = jnp.where(known_w, known_idx_w, idx)
+                valid_w = jnp.broadcast_to(tables["valid"][k, :width], idx.shape)
+                count = jnp.zeros((), jnp.int32)
+                if s.mr:
+                    resample = valid_w & ~known_w & tables["mr_on"][k]
+
+                    def mr_body(j, state):
+                        idx, filtered, count = state
+                        low = (tokens.confidence(filtered, idx) < s.mr_threshold) & resample
+                        if s.mr_rerun:  # re-run on the state holding this scale's confident tokens
+                            refined = add_codes(f_hat, idx, valid_w & ~low, k, width)
+                            filtered = model_logits(refined, k, width, context_of(ctx, k, width))[0]
+                        new = tokens.draw(jax.random.fold_in(rng_k, j + 1), filtered, s.greedy)
+                        return jnp.where(low, new, idx), filtered, count + jnp.sum(low)
+
+                    idx, filtered, count = jax.lax.fori_loop(0, s.mr_iterations, mr_body,
+                                                             (idx, filtered, count))
+                conf = tokens.confidence(filtered, idx)
+                f_hat = add_codes(f_hat, idx, valid_w, k, width)
+                idx_out = jax.lax.dynamic_update_slice_in_dim(idx_out, idx, begin, axis=1)
+                conf_out = jax.lax.dynamic_update_slice_in_dim(conf_out, conf, begin, axis=1)
+                counts = counts.at[k].add(count)
+                return f_hat, idx_out, conf_out, counts, store(ctx, k, width, keys, values)
+
+            return body
+
+        depth = tr_cfg.depth
+        if self.mask == "var":
+            cache_len = self._cache_length()
+            ctx = (jnp.zeros((depth, rows, cache_len, heads, head_dim), dtype),
+                   jnp.zeros((depth, rows, cache_len, heads, head_dim), dtype))
+        elif self.mask == "markov_prev":
+            ctx = None  # set per bucket (its width)
+        else:
+            ctx = ()
+
+        f_hat = jnp.zeros((b, side * side, cv), jnp.float32)
+        idx_out = jnp.zeros((b, length + pad), jnp.int32)
+        conf_out = jnp.zeros((b, length + pad), jnp.float32)
+        counts = jnp.zeros((len(lay.patch_nums),), jnp.int32)
+        for bucket in lay.buckets:
+            width = bucket.width
+            if self.mask == "var":
+                ctx_width = bucket.context_width
+
+                def context_of(ctx, k, width, ctx_width=ctx_width):
+                    if ctx_width == 0:
+                        return None
+                    valid = jnp.arange(ctx_width) < tables["begins"][k]
+                    return (ctx[0][:, :, :ctx_width], ctx[1][:, :, :ctx_width],
+                            jnp.broadcast_to(valid, (rows, ctx_width)))
+
+                def store(ctx, k, width, keys, values):
+                    begin = tables["begins"][k]
+                    return (jax.lax.dynamic_update_slice_in_dim(ctx[0], keys, begin, axis=2),
+                            jax.lax.dynamic_update_slice_in_dim(ctx[1], values, begin, axis=2))
+            elif self.mask == "markov_prev":
+                ctx = _fit_previous(ctx, width, depth, rows, heads, head_dim, dtype)
+
+                def context_of(ctx, k, width):
+                    return ctx
+
+                def store(ctx, k, width, keys, values):
+                    valid = jnp.broadcast_to(tables["valid"][k, :width], (rows, width))
+                    return keys, values, valid
+            else:
+                def context_of(ctx, k, width):
+                    return None
+
+                def store(ctx, k, width, keys, values):
+                    return ctx
+
+            f_hat, idx_out, conf_out, counts, ctx = jax.lax.fori_loop(
+                bucket.scale_ids[0], bucket.scale_ids[-1] + 1,
+                scale_body(width, context_of, store), (f_hat, idx_out, conf_out, counts, ctx))
+        return dict(idx_BL=idx_out[:, :length], confidence_BL=conf_out[:, :length],
+                    f_hat_BhwC=f_hat.reshape(b, side, side, cv), resampled_K=counts)
+
+
+def _fit_previous(ctx, width, depth, rows, heads, head_dim, dtype):
+    """The markov_prev context (previous scale's k, v, valid) padded to this bucket's `width`
+    (buckets only grow, so the previous bucket's scales always fit)."""
+    if ctx is None:
+        zeros = jnp.zeros((depth, rows, width, heads, head_dim), dtype)
+        return zeros, zeros, jnp.zeros((rows, width), bool)
+    keys, values, valid = ctx
+    extra = width - valid.shape[1]
+    return (jnp.pad(keys, ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))),
+            jnp.pad(values, ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))),
+            jnp.pad(valid, ((0, 0), (0, extra))))
