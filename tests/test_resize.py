@@ -34,6 +34,15 @@ def test_bicubic_matches_torch(size_in, size_out):
                                rtol=1e-5, atol=5e-6)
 
 
+@pytest.mark.parametrize("size_in,size_out", SIZE_PAIRS)
+def test_bilinear_matches_torch(size_in, size_out):
+    x = np.random.default_rng(size_in * 100 + size_out + 3).normal(size=(2, size_in, size_in, 3))
+    x = x.astype(np.float32)
+    ours = np.asarray(resize.bilinear_resize(x, (size_out, size_out)))
+    np.testing.assert_allclose(ours, _torch_resize(x, (size_out, size_out), "bilinear"),
+                               rtol=1e-5, atol=5e-6)
+
+
 def test_area_bins_overlap_like_adaptive_pooling():
     # 16 -> 3 averages [0,6) [5,11) [10,16): rows 5 and 10 are shared by two bins.
     mat = resize.area_matrix(16, 3)

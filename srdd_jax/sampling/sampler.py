@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
-from srdd_jax import models
+from srdd_jax import models, parallel
 from srdd_jax.sampling import guidance, layout, tokens
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer.model import VAR
@@ -82,7 +83,9 @@ class Sampler:
     """Samples token pyramids and f_hat for a model config; call `sample(params, labels, rng)`."""
 
     def __init__(self, model_cfg: ml_collections.ConfigDict, settings: SamplerSettings,
-                 mask: str | None = None):
+                 mask: str | None = None, mesh: Mesh | None = None):
+        """mask: overrides the config's attention mask; mesh: shards the batch (and parameters, by
+        the logical-axis rules) over a `parallel.make_mesh` mesh."""
         mask = mask or model_cfg.transformer.mask
         settings.validate(model_cfg.patch_nums)
         self.settings = settings
@@ -107,7 +110,8 @@ class Sampler:
             begins=np.asarray(self.layout.begins, np.int32),
             weights=self.weights, mr_on=mr_on,
         )
-        self._jitted = jax.jit(self._sample)
+        self.mesh = mesh
+        self._jitted = {}  # batch size -> jitted sampler
 
     # ------------------------------------------------------------------------------ public API
     @property
@@ -147,19 +151,45 @@ class Sampler:
         if known_idx_BL.shape != (b, length) or known_BL.shape != (b, length):
             raise ValueError(f"editing constraints must be (B, L) = ({b}, {length}), got "
                              f"{known_idx_BL.shape} and {known_BL.shape}")
-        return self._jitted(params["tokenizer"], params["transformer"], self.tables, labels_B, rng,
-                            jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
+        return self.jitted(b)(params["tokenizer"], params["transformer"], self.tables, labels_B,
+                              rng, jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
 
-    def compile(self, params: dict, batch_size: int, in_shardings=None, out_shardings=None):
-        """Ahead-of-time compiled sampler for a batch size (optionally sharded); returns the
-        compiled callable with the same arguments as `sample`'s jitted core."""
-        fn = jax.jit(self._sample, in_shardings=in_shardings, out_shardings=out_shardings)
+    def jitted(self, batch_size: int):
+        """The jitted sampler core for a batch size: (tok_params, tr_params, tables, labels, rng,
+        known_idx, known) -> outputs; with explicit shardings when the sampler has a mesh."""
+        if batch_size not in self._jitted:
+            if self.mesh is None:
+                self._jitted[batch_size] = jax.jit(self._sample)
+            else:
+                self._jitted[batch_size] = jax.jit(self._sample, in_shardings=self._in_shardings(
+                    batch_size), out_shardings=self._out_shardings(batch_size))
+        return self._jitted[batch_size]
+
+    def compile(self, params: dict, batch_size: int):
+        """Ahead-of-time compilation (for timing and memory analysis)."""
         length = self.sequence_length
         args = (params["tokenizer"], params["transformer"], self.tables,
                 jax.ShapeDtypeStruct((batch_size,), jnp.int32), jax.random.key(0),
                 jax.ShapeDtypeStruct((batch_size, length), jnp.int32),
                 jax.ShapeDtypeStruct((batch_size, length), bool))
-        return fn.lower(*args).compile()
+        return self.jitted(batch_size).lower(*args).compile()
+
+    def _in_shardings(self, batch_size: int):
+        mesh, cfg = self.mesh, self.model_cfg
+        replicated = parallel.replicated(mesh)
+        return (parallel.param_shardings(models.abstract_params(cfg, "tokenizer"), mesh),
+                parallel.param_shardings(models.abstract_params(cfg, "transformer"), mesh),
+                jax.tree.map(lambda _: replicated, self.tables),
+                parallel.batch_sharding(mesh, 1, batch_size), replicated,
+                parallel.batch_sharding(mesh, 2, batch_size),
+                parallel.batch_sharding(mesh, 2, batch_size))
+
+    def _out_shardings(self, batch_size: int):
+        mesh = self.mesh
+        return dict(idx_BL=parallel.batch_sharding(mesh, 2, batch_size),
+                    confidence_BL=parallel.batch_sharding(mesh, 2, batch_size),
+                    f_hat_BhwC=parallel.batch_sharding(mesh, 4, batch_size),
+                    resampled_K=parallel.replicated(mesh))
 
     # ---------------------------------------------------------------------------- internals
     def _cache_length(self) -> int:

@@ -7,8 +7,9 @@ reproduce:
 - ``mode='bicubic', align_corners=False`` (Keys kernel with A = -0.75, clamped border taps, no
   antialiasing).
 
-Both are separable, so a resize is ``R_h @ x @ R_w^T`` with small (out, in) matrices built here in
-numpy at trace time and applied in float32 with HIGHEST matmul precision (TPU/GPU default
+PyTorch's ``bilinear`` (used for edit masks) is here too. All are separable, so a resize is
+``R_h @ x @ R_w^T`` with small (out, in) matrices built here in numpy at trace time and applied
+in float32 with HIGHEST matmul precision (TPU/GPU default
 precision would round the operands to bf16 and change token choices).
 """
 
@@ -74,6 +75,25 @@ def bicubic_matrix(size_in: int, size_out: int) -> np.ndarray:
     return mat
 
 
+@functools.cache
+def bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """PyTorch bilinear (align_corners=False, no antialias) weights, shape (size_out, size_in).
+
+    s = max((dst + 0.5) * in/out - 0.5, 0); taps floor(s) and floor(s) + 1 (clamped).
+    """
+    _check_sizes(size_in, size_out)
+    mat = np.zeros((size_out, size_in), np.float32)
+    scale = np.float32(size_in) / np.float32(size_out)
+    for dst in range(size_out):
+        src = max(scale * (np.float32(dst) + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+        x0 = min(int(np.floor(src)), size_in - 1)
+        x1 = min(x0 + 1, size_in - 1)
+        frac = src - np.float32(x0)
+        mat[dst, x0] += np.float32(1) - frac
+        mat[dst, x1] += frac
+    return mat
+
+
 def _check_sizes(size_in: int, size_out: int) -> None:
     if size_in < 1 or size_out < 1:
         raise ValueError(f"resize sizes must be positive, got {size_in} -> {size_out}")
@@ -102,6 +122,12 @@ def area_resize(x_BHWC: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
     if (h, w) == tuple(out_hw):
         return x_BHWC
     return apply_separable(x_BHWC, area_matrix(h, out_hw[0]), area_matrix(w, out_hw[1]))
+
+
+def bilinear_resize(x_BHWC: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+    """PyTorch `F.interpolate(mode='bilinear', align_corners=False)` on NHWC."""
+    _, h, w, _ = x_BHWC.shape
+    return apply_separable(x_BHWC, bilinear_matrix(h, out_hw[0]), bilinear_matrix(w, out_hw[1]))
 
 
 def bicubic_resize(x_BHWC: jax.Array, out_hw: tuple[int, int]) -> jax.Array:

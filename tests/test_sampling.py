@@ -1,0 +1,247 @@
+"""The sampler against PyTorch VAR's greedy samples, and its MR / editing / sharding contracts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import nhwc
+
+from srdd_jax import models, parallel
+from srdd_jax.sampling import editing, layout, outputs
+from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.tokenizer.vqvae import VQVAE
+
+FIXTURE_MASKS = {"var": "var", "markov": "markov_self", "markov_prev": "markov_prev"}
+STOCHASTIC = SamplerSettings(cfg=2.0, top_k=60, top_p=0.95)
+
+
+def _decode(cfg, params, f_hat):
+    module = models.build_tokenizer(cfg)
+    return np.asarray(jax.jit(lambda p, f: module.apply({"params": p}, f, method=VQVAE.decode))(
+        params["tokenizer"], f_hat))
+
+
+@pytest.mark.parametrize("mask", sorted(FIXTURE_MASKS))
+@pytest.mark.parametrize("cfg_scale", [0.0, 1.5])
+def test_greedy_samples_match_reference(reference, converted, mask, cfg_scale):
+    cfg, params = converted
+    io = reference["io"]
+    key = f"sample_{FIXTURE_MASKS[mask]}_cfg{cfg_scale}"
+    out = Sampler(cfg, SamplerSettings(cfg=cfg_scale, greedy=True), mask=mask).sample(
+        params, io["labels"], jax.random.key(0))
+    idx, want = np.asarray(out["idx_BL"]), io[f"{key}_idx"]
+    agree = idx == want
+    assert agree.mean() >= 0.99, f"{agree.mean():.2%} of tokens agree"
+    first_scale = (cfg.patch_nums[0] ** 2)
+    assert agree[:, :first_scale].all()
+    images = (_decode(cfg, params, out["f_hat_BhwC"]) + 1) / 2
+    same = agree.all(axis=1)  # images are comparable where every token agrees
+    np.testing.assert_allclose(images[same], nhwc(io[f"{key}_img"])[same], atol=1e-3, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def plain(converted, reference):
+    """A stochastic markov sample without MR (seed 3), and its sampler."""
+    cfg, params = converted
+    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    return sampler, sampler.sample(params, reference["io"]["labels"], jax.random.key(3))
+
+
+def _with(settings, **changes):
+    values = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
+    return SamplerSettings(**dict(values, **changes))
+
+
+def test_same_seed_same_samples_and_other_seed_differs(converted, reference, plain):
+    sampler, first = plain
+    _, params = converted
+    again = sampler.sample(params, reference["io"]["labels"], jax.random.key(3))
+    other = sampler.sample(params, reference["io"]["labels"], jax.random.key(4))
+    np.testing.assert_array_equal(np.asarray(again["idx_BL"]), np.asarray(first["idx_BL"]))
+    assert (np.asarray(other["idx_BL"]) != np.asarray(first["idx_BL"])).mean() > 0.1
+
+
+def test_mr_threshold_zero_changes_nothing(converted, reference, plain):
+    cfg, params = converted
+    _, base = plain
+    out = Sampler(cfg, _with(STOCHASTIC, mr=True, mr_threshold=0.0), mask="markov").sample(
+        params, reference["io"]["labels"], jax.random.key(3))
+    np.testing.assert_array_equal(np.asarray(out["idx_BL"]), np.asarray(base["idx_BL"]))
+    assert int(np.asarray(out["resampled_K"]).sum()) == 0
+
+
+def test_mr_threshold_one_redraws_every_token_on_chosen_scales(converted, reference):
+    cfg, params = converted
+    labels = reference["io"]["labels"]
+    chosen = (3, 6, 9)
+    settings = _with(STOCHASTIC, top_k=0, top_p=0.0, mr=True, mr_threshold=1.0, mr_iterations=1,
+                     mr_scales=chosen)
+    counts = np.asarray(Sampler(cfg, settings, mask="markov").sample(
+        params, labels, jax.random.key(3))["resampled_K"])
+    expected = [len(labels) * pn * pn if si in chosen else 0 for si, pn in enumerate(cfg.patch_nums)]
+    np.testing.assert_array_equal(counts, expected)
+
+
+@pytest.mark.parametrize("rerun", [False, True])
+def test_mr_counts_agree_with_direct_recount(converted, reference, plain, rerun):
+    """With MR on one scale, its count equals the tokens of the MR-free run below the threshold."""
+    cfg, params = converted
+    sampler, base = plain
+    si = 7
+    begin, end = sampler.layout.begins[si], sampler.layout.begins[si + 1]
+    conf = np.asarray(base["confidence_BL"])[:, begin:end]
+    threshold = float(np.median(conf))
+    settings = _with(STOCHASTIC, mr=True, mr_threshold=threshold, mr_iterations=1, mr_scales=(si,),
+                     mr_rerun=rerun)
+    out = Sampler(cfg, settings, mask="markov").sample(params, reference["io"]["labels"],
+                                                        jax.random.key(3))
+    counts = np.asarray(out["resampled_K"])
+    assert counts[si] == int((conf < threshold).sum()) > 0
+    assert counts.sum() == counts[si]
+    np.testing.assert_array_equal(np.asarray(out["idx_BL"])[:, :begin],
+                                  np.asarray(base["idx_BL"])[:, :begin])
+
+
+def test_guidance_ten_stays_finite(converted, reference):
+    cfg, params = converted
+    settings = SamplerSettings(cfg=10.0, cfg_schedule="constant", mr=True, mr_iterations=3)
+    out = Sampler(cfg, settings, mask="markov").sample(params, reference["io"]["labels"],
+                                                        jax.random.key(0))
+    assert np.isfinite(np.asarray(out["f_hat_BhwC"])).all()
+    assert np.isfinite(np.asarray(out["confidence_BL"])).all()
+
+
+def test_scale_subset(converted, reference):
+    cfg, params = converted
+    subset = (0, 2, 4, 6, 8, 9)
+    sampler = Sampler(cfg, _with(STOCHASTIC, scale_ids=subset), mask="markov")
+    out = sampler.sample(params, reference["io"]["labels"], jax.random.key(0))
+    pns = [cfg.patch_nums[i] for i in subset]
+    assert out["idx_BL"].shape == (2, sum(p * p for p in pns))
+    assert int(np.asarray(out["idx_BL"]).max()) < cfg.tokenizer.vocab_size
+    assert np.isfinite(_decode(cfg, params, out["f_hat_BhwC"])).all()
+    with pytest.raises(ValueError, match="ending with the last scale"):
+        Sampler(cfg, _with(STOCHASTIC, scale_ids=(0, 2, 4)), mask="markov")
+
+
+def test_inpainting_keeps_known_tokens_at_every_scale(converted, reference):
+    cfg, params = converted
+    io = reference["io"]
+    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    size = reference["config"]["image_size"]
+    keep = editing.box_mask(size, (0.25, 0.25, 0.75, 0.75), keep_inside=False)
+    known_idx, known = editing.inpainting_constraints(
+        sampler.tokenizer, params["tokenizer"], nhwc(io["images"]), keep, sampler.layout)
+    known_idx, known = np.asarray(known_idx), np.asarray(known)
+    np.testing.assert_array_equal(known_idx, io["gt_idx"])
+    out = np.asarray(sampler.sample(params, io["labels"], jax.random.key(5), known_idx, known)["idx_BL"])
+    for begin, end in zip(sampler.layout.begins, sampler.layout.begins[1:] + (sampler.sequence_length,)):
+        assert known[:, begin:end].any()  # every scale keeps some tokens
+        np.testing.assert_array_equal(out[:, begin:end][known[:, begin:end]],
+                                      known_idx[:, begin:end][known[:, begin:end]])
+    assert 0.2 < known.mean() < 0.95
+    assert (out[~known] != known_idx[~known]).mean() > 0.5  # the hole is generated
+
+
+def test_super_resolution_reproduces_coarse_tokens(converted, reference):
+    cfg, params = converted
+    io = reference["io"]
+    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    images = nhwc(io["images"])
+    low = np.asarray(jax.image.resize(images, (2, 128, 128, 3), "linear"))
+    known_idx, known = editing.super_resolution_constraints(sampler.tokenizer, params["tokenizer"], low,
+                                                            sampler.layout)
+    known_idx, known = np.asarray(known_idx), np.asarray(known)
+    coarse = sampler.layout.begins[sum(pn <= cfg.patch_nums[-1] / 2 for pn in cfg.patch_nums)]
+    assert known[:, :coarse].all() and not known[:, coarse:].any()
+    out = np.asarray(sampler.sample(params, io["labels"], jax.random.key(6), known_idx, known)["idx_BL"])
+    np.testing.assert_array_equal(out[:, :coarse], known_idx[:, :coarse])
+
+
+def test_bad_editing_inputs_are_named(converted, reference, tmp_path):
+    cfg, params = converted
+    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    size = reference["config"]["image_size"]
+    images = nhwc(reference["io"]["images"])
+    with pytest.raises(ValueError, match="mask must be"):
+        editing.inpainting_constraints(sampler.tokenizer, params["tokenizer"], images,
+                                       np.ones((size, size // 2)), sampler.layout)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        editing.inpainting_constraints(sampler.tokenizer, params["tokenizer"], images,
+                                       np.full((size, size), 2.0), sampler.layout)
+    with pytest.raises(ValueError, match="NHWC"):
+        editing.inpainting_constraints(sampler.tokenizer, params["tokenizer"], images[..., 0],
+                                       np.ones((size, size)), sampler.layout)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image"):
+        editing.load_image(str(broken), size)
+    small = tmp_path / "small.png"
+    outputs.save_grid(str(small), np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="resize or crop"):
+        editing.load_image(str(small), size)
+    with pytest.raises(ValueError, match="editing constraints must be"):
+        sampler.sample(params, reference["io"]["labels"], jax.random.key(0),
+                       np.zeros((2, 3), np.int32), np.zeros((2, 3), bool))
+
+
+def test_bad_settings_are_named(converted):
+    cfg, _ = converted
+    with pytest.raises(ValueError, match="temperature"):
+        Sampler(cfg, SamplerSettings(temperature=0.0))
+    with pytest.raises(ValueError, match="cfg_list"):
+        Sampler(cfg, SamplerSettings(cfg_schedule="list", cfg_list=(1.0,)))
+    with pytest.raises(ValueError, match="unknown cfg_schedule"):
+        Sampler(cfg, SamplerSettings(cfg_schedule="cosine"))
+    with pytest.raises(ValueError, match="mr_scales"):
+        Sampler(cfg, SamplerSettings(mr=True, mr_scales=(99,)))
+
+
+def test_sharded_sampling_equals_single_device(converted, reference):
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set in conftest)")
+    cfg, params = converted
+    labels = np.arange(8) % cfg.transformer.num_classes
+    settings = _with(STOCHASTIC, mr=True)
+    single = Sampler(cfg, settings, mask="markov_prev").sample(params, labels, jax.random.key(9))
+    sampler = Sampler(cfg, settings, mask="markov_prev", mesh=parallel.make_mesh(2, 4))
+    sharded = sampler.sample(params, labels, jax.random.key(9))
+    assert len(sharded["idx_BL"].sharding.device_set) == 8
+    np.testing.assert_array_equal(np.asarray(sharded["idx_BL"]), np.asarray(single["idx_BL"]))
+    np.testing.assert_array_equal(np.asarray(sharded["resampled_K"]), np.asarray(single["resampled_K"]))
+    np.testing.assert_allclose(_decode(cfg, params, sharded["f_hat_BhwC"]),
+                               _decode(cfg, params, single["f_hat_BhwC"]), atol=1e-4, rtol=0)
+
+
+def test_outputs_png_grid_and_npz(tmp_path):
+    images = outputs.to_uint8(np.linspace(-1, 1, 5 * 4 * 4 * 3).reshape(5, 4, 4, 3))
+    assert images.dtype == np.uint8 and images.min() == 0 and images.max() == 255
+    outputs.save_grid(str(tmp_path / "grid.png"), images, columns=3)
+    from PIL import Image
+
+    with Image.open(tmp_path / "grid.png") as grid_png:
+        assert grid_png.size == (3 * 4 + 2 * 2, 2 * 4 + 2)
+    outputs.save_samples(str(tmp_path / "s.npz"), images, np.arange(5), np.zeros((5, 7), np.int32))
+    saved = np.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(saved["arr_0"], images)
+
+
+def test_bucket_plan_for_var_256():
+    counts = [p * p for p in models.PATCH_NUMS_256]
+    groups = layout.plan_buckets(counts, 32)
+    assert [[counts[i] for i in g] for g in groups] == [[1, 4, 9], [16, 25, 36], [64], [100], [169], [256]]
+    assert layout.plan_buckets(counts, 10**6) == [list(range(10))]
+    assert layout.plan_buckets(counts, 0) == [[i] for i in range(10)]
+
+
+def test_token_filters_follow_var_semantics():
+    from srdd_jax.sampling import tokens
+
+    logits = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15]]))
+    kept = np.isfinite(np.asarray(tokens.filter_logits(logits, top_k=2)))
+    np.testing.assert_array_equal(kept, [[False, True, False, True, False]])
+    # top-p 0.8: drop ascending tokens while cumulative <= 0.2 -> 0.05 and 0.1 (cum 0.15); keep 0.15
+    kept = np.isfinite(np.asarray(tokens.filter_logits(logits, top_p=0.8)))
+    np.testing.assert_array_equal(kept, [[False, True, False, True, True]])
+    filtered = tokens.filter_logits(logits, top_k=1)
+    assert float(tokens.confidence(filtered, jnp.array([[1]]))[0, 0]) == pytest.approx(1.0)
