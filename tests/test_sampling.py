@@ -237,11 +237,11 @@ def test_bucket_plan_for_var_256():
 def test_token_filters_follow_var_semantics():
     from srdd_jax.sampling import tokens
 
-    logits = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15]]))
-    kept = np.isfinite(np.asarray(tokens.filter_logits(logits, top_k=2)))
+    logits = jnp.log(jnp.array([[[0.05, 0.4, 0.1, 0.3, 0.15]]]))  # (B=1, l=1, V=5)
+    kept = np.isfinite(np.asarray(tokens.filter_logits(logits, top_k=2)))[0]
     np.testing.assert_array_equal(kept, [[False, True, False, True, False]])
     # top-p 0.8: drop ascending tokens while cumulative <= 0.2 -> 0.05 and 0.1 (cum 0.15); keep 0.15
-    kept = np.isfinite(np.asarray(tokens.filter_logits(logits, top_p=0.8)))
+    kept = np.isfinite(np.asarray(tokens.filter_logits(logits, top_p=0.8)))[0]
     np.testing.assert_array_equal(kept, [[False, True, False, True, True]])
     filtered = tokens.filter_logits(logits, top_k=1)
     assert float(tokens.confidence(filtered, jnp.array([[1]]))[0, 0]) == pytest.approx(1.0)
