@@ -243,5 +243,9 @@ def test_token_filters_follow_var_semantics():
     # top-p 0.8: drop ascending tokens while cumulative <= 0.2 -> 0.05 and 0.1 (cum 0.15); keep 0.15
     kept = np.isfinite(np.asarray(tokens.filter_logits(logits, top_p=0.8)))[0]
     np.testing.assert_array_equal(kept, [[False, True, False, True, True]])
-    filtered = tokens.filter_logits(logits, top_k=1)
-    assert float(tokens.confidence(filtered, jnp.array([[1]]))[0, 0]) == pytest.approx(1.0)
+    probs = tokens.distribution(logits, top_k=1)
+    assert float(tokens.confidence(probs, jnp.array([[1]]))[0, 0]) == pytest.approx(1.0)
+    draws = tokens.draw(jax.random.key(0), jnp.broadcast_to(tokens.distribution(logits),
+                                                            (1, 20000, 5)), greedy=False)
+    frequencies = np.bincount(np.asarray(draws).ravel(), minlength=5) / 20000
+    np.testing.assert_allclose(frequencies, [0.05, 0.4, 0.1, 0.3, 0.15], atol=0.015)

@@ -228,8 +228,8 @@ class Sampler:
             h = self.tokenizer.apply(tok_vars, up, tables["levels"][k], method=VQVAE.phi)
             return f_hat_BnC + h.reshape(b, side * side, cv)
 
-        def model_logits(f_hat_BnC, k, width, context):
-            """Filtered (sampling) logits (B, w, V) and this scale's keys/values."""
+        def model_probs(f_hat_BnC, k, width, context):
+            """Sampling probabilities (B, w, V) and this scale's keys/values."""
             x_in = jnp.einsum("wn,bnc->bwc", tables["down"][k, :width], f_hat_BnC, precision=_HIGHEST)
             valid = jnp.broadcast_to(tables["valid"][k, :width], (rows, width))
             emb = self.transformer.apply(
@@ -239,17 +239,17 @@ class Sampler:
                                                           method=VAR.step)
             if twice:
                 logits = guidance.guide(logits, tables["weights"][k])
-            return tokens.filter_logits(logits, s.temperature, s.top_k, s.top_p), keys, values
+            return tokens.distribution(logits, s.temperature, s.top_k, s.top_p), keys, values
 
         def scale_body(width, context_of, store):
             def body(k, carry):
                 f_hat, idx_out, conf_out, counts, ctx = carry
                 rng_k = jax.random.fold_in(rng, k)
-                filtered, keys, values = model_logits(f_hat, k, width, context_of(ctx, k, width))
+                probs, keys, values = model_probs(f_hat, k, width, context_of(ctx, k, width))
                 begin = tables["begins"][k]
                 known_w = jax.lax.dynamic_slice_in_dim(known, begin, width, axis=1)
                 known_idx_w = jax.lax.dynamic_slice_in_dim(known_idx, begin, width, axis=1)
-                idx = tokens.draw(jax.random.fold_in(rng_k, 0), filtered, s.greedy)
+                idx = tokens.draw(jax.random.fold_in(rng_k, 0), probs, s.greedy)
                 idx = jnp.where(known_w, known_idx_w, idx)
                 valid_w = jnp.broadcast_to(tables["valid"][k, :width], idx.shape)
                 count = jnp.zeros((), jnp.int32)
@@ -257,17 +257,17 @@ class Sampler:
                     resample = valid_w & ~known_w & tables["mr_on"][k]
 
                     def mr_body(j, state):
-                        idx, filtered, count = state
-                        low = (tokens.confidence(filtered, idx) < s.mr_threshold) & resample
+                        idx, probs, count = state
+                        low = (tokens.confidence(probs, idx) < s.mr_threshold) & resample
                         if s.mr_rerun:  # re-run on the state holding this scale's confident tokens
                             refined = add_codes(f_hat, idx, valid_w & ~low, k, width)
-                            filtered = model_logits(refined, k, width, context_of(ctx, k, width))[0]
-                        new = tokens.draw(jax.random.fold_in(rng_k, j + 1), filtered, s.greedy)
-                        return jnp.where(low, new, idx), filtered, count + jnp.sum(low)
+                            probs = model_probs(refined, k, width, context_of(ctx, k, width))[0]
+                        new = tokens.draw(jax.random.fold_in(rng_k, j + 1), probs, s.greedy)
+                        return jnp.where(low, new, idx), probs, count + jnp.sum(low)
 
-                    idx, filtered, count = jax.lax.fori_loop(0, s.mr_iterations, mr_body,
-                                                             (idx, filtered, count))
-                conf = tokens.confidence(filtered, idx)
+                    idx, probs, count = jax.lax.fori_loop(0, s.mr_iterations, mr_body,
+                                                          (idx, probs, count))
+                conf = tokens.confidence(probs, idx)
                 f_hat = add_codes(f_hat, idx, valid_w, k, width)
                 idx_out = jax.lax.dynamic_update_slice_in_dim(idx_out, idx, begin, axis=1)
                 conf_out = jax.lax.dynamic_update_slice_in_dim(conf_out, conf, begin, axis=1)

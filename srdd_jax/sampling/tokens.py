@@ -1,7 +1,10 @@
 """Token choice from logits: temperature, top-k, top-p (VAR's semantics), greedy, and confidence.
 
-`filter_logits` returns the logits of the distribution tokens are actually drawn from: entries
-removed by top-k/top-p are -inf. The confidence of a token is its probability under that distribution.
+`distribution` returns the probabilities tokens are actually drawn from (zero where top-k/top-p
+removed a token); the confidence of a token is its probability there. Both filters keep a prefix
+of the tokens sorted by logit, so they reduce to one threshold per position, found with a single
+sort of the values (a `top_k` when k > 0). Draws use the inverse CDF (one uniform per token), so
+masked resampling redraws cheaply from a cached CDF.
 """
 
 from __future__ import annotations
@@ -13,31 +16,42 @@ import jax.numpy as jnp
 def filter_logits(logits_BlV: jax.Array, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 0.0) -> jax.Array:
     """Temperature, then top-k (keep logits >= the k-th largest, ties kept), then top-p (drop the
-    smallest tokens whose cumulative probability is <= 1 - p, always keeping the largest)."""
+    least likely tokens whose cumulative probability is <= 1 - p, always keeping the most likely).
+    Removed entries become -inf."""
     logits = logits_BlV.astype(jnp.float32) / temperature
     vocab = logits.shape[-1]
-    if 0 < top_k < vocab:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    use_k = 0 < top_k < vocab
+    if not use_k and top_p <= 0.0:
+        return logits
+    if use_k:
+        sorted_desc = jax.lax.top_k(logits, top_k)[0]
+    else:
+        sorted_desc = -jnp.sort(-logits, axis=-1)
+    threshold = sorted_desc[..., -1:]
     if top_p > 0.0:
-        order = jnp.argsort(logits, axis=-1)  # ascending
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-        remove_sorted = cumulative <= 1.0 - top_p
-        remove_sorted = remove_sorted.at[..., -1].set(False)
-        remove = jnp.take_along_axis(remove_sorted, jnp.argsort(order, axis=-1), axis=-1)
-        logits = jnp.where(remove, -jnp.inf, logits)
-    return logits
+        probs = jax.nn.softmax(sorted_desc, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs  # probability of strictly likelier tokens
+        kept = jnp.maximum(jnp.sum(mass_before < top_p, axis=-1, keepdims=True), 1)
+        threshold = jnp.take_along_axis(sorted_desc, kept - 1, axis=-1)
+    return jnp.where(logits < threshold, -jnp.inf, logits)
 
 
-def draw(rng, filtered_BlV: jax.Array, greedy: bool) -> jax.Array:
-    """A token per position: argmax when greedy, else a categorical draw. (B, l) int32."""
+def distribution(logits_BlV: jax.Array, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 0.0) -> jax.Array:
+    """Sampling probabilities (B, l, V) float32 after temperature, top-k and top-p."""
+    return jax.nn.softmax(filter_logits(logits_BlV, temperature, top_k, top_p), axis=-1)
+
+
+def draw(rng, probs_BlV: jax.Array, greedy: bool) -> jax.Array:
+    """A token per position (B, l) int32: argmax when greedy, else an inverse-CDF draw."""
     if greedy:
-        return jnp.argmax(filtered_BlV, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, filtered_BlV, axis=-1).astype(jnp.int32)
+        return jnp.argmax(probs_BlV, axis=-1).astype(jnp.int32)
+    cdf = jnp.cumsum(probs_BlV, axis=-1)
+    u = jax.random.uniform(rng, probs_BlV.shape[:-1] + (1,)) * cdf[..., -1:]
+    idx = jnp.sum(cdf <= u, axis=-1)
+    return jnp.minimum(idx, probs_BlV.shape[-1] - 1).astype(jnp.int32)
 
 
-def confidence(filtered_BlV: jax.Array, idx_Bl: jax.Array) -> jax.Array:
+def confidence(probs_BlV: jax.Array, idx_Bl: jax.Array) -> jax.Array:
     """Probability of each chosen token under the sampling distribution, (B, l) float32."""
-    log_probs = jax.nn.log_softmax(filtered_BlV, axis=-1)
-    return jnp.exp(jnp.take_along_axis(log_probs, idx_Bl[..., None], axis=-1)[..., 0])
+    return jnp.take_along_axis(probs_BlV, idx_Bl[..., None], axis=-1)[..., 0]
