@@ -21,6 +21,8 @@ setup(
         "numpy>=1.26",
         "absl-py>=2.0",
         "tensorboard>=2.15",
+        # clu's TensorBoard writer and tf.data need TensorFlow; the CPU build keeps it off accelerators.
+        "tensorflow-cpu>=2.16",
         "pillow>=10.0",
     ],
     extras_require={

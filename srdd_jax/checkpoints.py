@@ -19,14 +19,15 @@ CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 
 
-def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict) -> None:
-    """Writes params and config; refuses to overwrite an existing model directory."""
+def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
+               overwrite: bool = False) -> None:
+    """Writes params and config; an existing model directory is replaced only with `overwrite`."""
     directory = os.path.abspath(directory)
-    if os.path.exists(os.path.join(directory, PARAMS_DIR)):
+    if os.path.exists(os.path.join(directory, PARAMS_DIR)) and not overwrite:
         raise FileExistsError(f"{directory} already holds a model: choose a new --out directory")
     os.makedirs(directory, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(directory, PARAMS_DIR), params)
+        checkpointer.save(os.path.join(directory, PARAMS_DIR), params, force=overwrite)
     with open(os.path.join(directory, CONFIG_FILE), "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
 
@@ -54,3 +55,33 @@ def load_model(directory: str, shardings=None):
                                     abstract, shardings)
         params = checkpointer.restore(path, abstract)
     return params, cfg
+
+
+# ------------------------------------------------------------------------------ training runs
+def train_manager(directory: str, keep: int, interval: int) -> ocp.CheckpointManager:
+    """Orbax manager for a training run: keeps `keep` checkpoints, saves every `interval` steps,
+    asynchronously."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=interval,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save_train(manager: ocp.CheckpointManager, step: int, state, data_state: dict,
+               force: bool = False) -> bool:
+    """Saves the train state and the data iterator's state at `step`."""
+    return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      data=ocp.args.JsonSave(data_state)),
+                        force=force)
+
+
+def restore_train(manager: ocp.CheckpointManager, abstract_state):
+    """(step, state, data_state) of the latest checkpoint, or None when there is none.
+
+    abstract_state: ShapeDtypeStructs with shardings, so arrays come back sharded.
+    """
+    step = manager.latest_step()
+    if step is None:
+        return None
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    return step, restored["state"], restored["data"]

@@ -7,6 +7,7 @@ the same way works.
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -16,6 +17,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Tests compile the same small programs many times (resumed runs, repeated samplers): cache them.
+jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "srdd_jax_test_xla"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"

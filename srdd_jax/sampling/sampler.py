@@ -17,6 +17,7 @@ scales are not padded to the largest one. Compiled once per (model config, setti
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -151,8 +152,12 @@ class Sampler:
         if known_idx_BL.shape != (b, length) or known_BL.shape != (b, length):
             raise ValueError(f"editing constraints must be (B, L) = ({b}, {length}), got "
                              f"{known_idx_BL.shape} and {known_BL.shape}")
-        return self.jitted(b)(params["tokenizer"], params["transformer"], self.tables, labels_B,
-                              rng, jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
+        tok_params, tr_params = params["tokenizer"], params["transformer"]
+        if self.mesh is not None:  # place (or re-place) the parameters as the program expects
+            tok_params, tr_params = jax.device_put((tok_params, tr_params),
+                                                   self._in_shardings(b)[:2])
+        return self.jitted(b)(tok_params, tr_params, self.tables, labels_B, rng,
+                              jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
 
     def jitted(self, batch_size: int):
         """The jitted sampler core for a batch size: (tok_params, tr_params, tables, labels, rng,
@@ -174,6 +179,7 @@ class Sampler:
                 jax.ShapeDtypeStruct((batch_size, length), bool))
         return self.jitted(batch_size).lower(*args).compile()
 
+    @functools.cache  # noqa: B019 (one sampler lives as long as its program)
     def _in_shardings(self, batch_size: int):
         mesh, cfg = self.mesh, self.model_cfg
         replicated = parallel.replicated(mesh)

@@ -100,6 +100,36 @@ class VQVAE(nn.Module):
             idx_per_scale.append(idx_Bl)
         return jnp.concatenate(idx_per_scale, axis=1)
 
+    def quantize_train(self, f_BhwC: jax.Array, beta: float = 0.25):
+        """VAR's training quantisation (VectorQuantizer2.forward) with gradients.
+
+        Returns:
+          (f_hat_BhwC, vq_loss, idx_BL): f_hat with the straight-through estimator (its gradient
+          flows to f), the per-scale commitment/codebook loss
+          mean_s[beta |sg(f_hat_s) - f|^2 + |f_hat_s - sg(f)|^2], and the token indices.
+        """
+        b, c = f_BhwC.shape[0], self.z_channels
+        f = f_BhwC.astype(jnp.float32)
+        f_fixed = jax.lax.stop_gradient(f)
+        f_rest, f_hat, vq_loss = f_fixed, jnp.zeros_like(f), 0.0
+        idx_per_scale = []
+        for si, pn in enumerate(self.patch_nums):
+            z_NC = area_resize(f_rest, (pn, pn)).reshape(-1, c)
+            idx_Bl = self.quantize.nearest(z_NC).reshape(b, pn * pn)
+            h = self.scale_contribution(self.embed_scale(idx_Bl, pn), si)
+            f_hat = f_hat + h
+            f_rest = f_rest - jax.lax.stop_gradient(h)
+            vq_loss = vq_loss + beta * jnp.mean(jnp.square(jax.lax.stop_gradient(f_hat) - f))
+            vq_loss = vq_loss + jnp.mean(jnp.square(f_hat - f_fixed))
+            idx_per_scale.append(idx_Bl)
+        f_hat_ste = jax.lax.stop_gradient(f_hat) - f_fixed + f
+        return f_hat_ste, vq_loss / len(self.patch_nums), jnp.concatenate(idx_per_scale, axis=1)
+
+    def reconstruct_train(self, img_BHWC: jax.Array, beta: float = 0.25):
+        """Training forward: (unclamped reconstruction, vq_loss, idx_BL)."""
+        f_hat, vq_loss, idx_BL = self.quantize_train(self.encode(img_BHWC), beta)
+        return self.decoder(self.post_quant_conv(f_hat)), vq_loss, idx_BL
+
     def encode_to_indices(self, img_BHWC: jax.Array) -> jax.Array:
         """Image (B, H, W, 3) in [-1, 1] -> idx_BL (B, L) int32."""
         return self.quantize_latent(self.encode(img_BHWC))

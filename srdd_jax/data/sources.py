@@ -1,0 +1,122 @@
+"""Image sources held in memory as uint8 arrays: Fashion-MNIST (the embedded default) and folders.
+
+Each loader returns `Source(images_NHWC uint8, labels_N int32, class_names, skipped)`. Images are
+already at the model's resolution and channel count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+
+import numpy as np
+from absl import logging
+from PIL import Image, UnidentifiedImageError
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                         "sneaker", "bag", "ankle boot")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+@dataclasses.dataclass
+class Source:
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int32
+    class_names: tuple[str, ...]
+    skipped: list[str] = dataclasses.field(default_factory=list)  # unreadable files
+
+
+def _read_idx(path: str) -> np.ndarray:
+    """Reads a gzipped IDX file (the MNIST format)."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fit_square(images_NHWC: np.ndarray, size: int) -> np.ndarray:
+    """Centre-pads (with the border value 0) or Lanczos-resizes square images to size x size."""
+    n, h, w, c = images_NHWC.shape
+    if h == size:
+        return images_NHWC
+    if h < size and (size - h) % 2 == 0:
+        pad = (size - h) // 2
+        return np.pad(images_NHWC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    resized = [np.asarray(Image.fromarray(img[..., 0] if c == 1 else img).resize(
+        (size, size), Image.LANCZOS)) for img in images_NHWC]
+    return np.stack(resized).reshape(n, size, size, c)
+
+
+def to_channels(images_NHWC: np.ndarray, channels: int) -> np.ndarray:
+    have = images_NHWC.shape[-1]
+    if have == channels:
+        return images_NHWC
+    if have == 1 and channels == 3:
+        return np.repeat(images_NHWC, 3, axis=-1)
+    if have == 3 and channels == 1:
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+        return np.rint(images_NHWC.astype(np.float32) @ weights)[..., None].astype(np.uint8)
+    raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
+
+
+def fashion_mnist(split: str, image_size: int, channels: int, root: str = FASHION_MNIST_DIR) -> Source:
+    """Fashion-MNIST from the Debian package `dataset-fashion-mnist` (70k 28x28 images, 10 classes)."""
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+    images_path = os.path.join(root, f"{prefix}-images-idx3-ubyte.gz")
+    labels_path = os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz")
+    if not os.path.isfile(images_path) or not os.path.isfile(labels_path):
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found under {root}: install it with "
+            "`sudo apt-get install dataset-fashion-mnist` (or set data.root)")
+    images = _read_idx(images_path)[..., None]
+    labels = _read_idx(labels_path).astype(np.int32)
+    images = to_channels(fit_square(images, image_size), channels)
+    return Source(images, labels, FASHION_MNIST_CLASSES)
+
+
+def _load_image(path: str, image_size: int, channels: int) -> np.ndarray:
+    """VAR's evaluation transform: shorter side to round(1.125 * size) (Lanczos), centre crop."""
+    with Image.open(path) as img:
+        img = img.convert("RGB" if channels == 3 else "L")
+        w, h = img.size
+        scale = round(1.125 * image_size) / min(w, h)
+        img = img.resize((max(round(w * scale), image_size), max(round(h * scale), image_size)),
+                         Image.LANCZOS)
+        w, h = img.size
+        left, top = (w - image_size) // 2, (h - image_size) // 2
+        pixels = np.asarray(img.crop((left, top, left + image_size, top + image_size)), np.uint8)
+    return pixels.reshape(image_size, image_size, channels)
+
+
+def image_folder(root: str, image_size: int, channels: int) -> Source:
+    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class).
+
+    Unreadable or corrupt files are skipped, counted and logged, never fatal.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root} does not exist (data.root)")
+    class_dirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    groups = [(name, os.path.join(root, name)) for name in class_dirs] or [("all", root)]
+    images, labels, skipped = [], [], []
+    for label, (_, folder) in enumerate(groups):
+        for file in sorted(os.listdir(folder)):
+            path = os.path.join(folder, file)
+            if not file.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            try:
+                images.append(_load_image(path, image_size, channels))
+                labels.append(label)
+            except (UnidentifiedImageError, OSError, ValueError) as err:
+                skipped.append(path)
+                logging.warning("skipping unreadable image %s: %s", path, err)
+    if not images:
+        raise ValueError(f"no readable images under {root} ({len(skipped)} unreadable)")
+    if skipped:
+        logging.warning("skipped %d unreadable images under %s", len(skipped), root)
+    return Source(np.stack(images), np.asarray(labels, np.int32),
+                  tuple(name for name, _ in groups), skipped)

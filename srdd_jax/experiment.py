@@ -1,0 +1,196 @@
+"""What each mode of `python -m srdd_jax.main` does, as testable functions of (config, workdir).
+
+Workdir layout: `tokenizer/`, `transformer/` (orbax checkpoints of the runs, with the data
+position), `logs/` (TensorBoard), `model/` (the final model directory: params + model_config.json,
+loadable with `checkpoints.load_model`), `samples/` (PNG grids and .npz files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from srdd_jax import checkpoints, models, parallel
+from srdd_jax.data import sources
+from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.sampling import outputs
+from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.tokenizer.vqvae import VQVAE
+from srdd_jax.training import loop, optimizer, steps
+
+MODES = ("train_tokenizer", "train", "sample", "convert")
+DATA_SOURCES = ("fashion_mnist", "image_folder")
+
+
+# ----------------------------------------------------------------------------------- validation
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Fails at start-up with the name of the first bad field."""
+    if config.mode not in MODES:
+        raise ValueError(f"config.mode={config.mode!r}: choose one of {', '.join(MODES)}")
+    models.validate(config.model)
+    if config.data.source not in DATA_SOURCES:
+        raise ValueError(f"config.data.source={config.data.source!r}: choose one of "
+                         f"{', '.join(DATA_SOURCES)}")
+    devices = jax.device_count()
+    for section in ("tokenizer_training", "training"):
+        run = config[section]
+        for field in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if run[field] < 1:
+                raise ValueError(f"config.{section}.{field}={run[field]} must be >= 1")
+        if run.batch_size % devices:
+            raise ValueError(f"config.{section}.batch_size={run.batch_size} must be divisible by "
+                             f"the {devices} devices")
+        if run.optim.base_lr <= 0:
+            raise ValueError(f"config.{section}.optim.base_lr={run.optim.base_lr} must be > 0")
+    SamplerSettings.from_config(config.sample.settings).validate(config.model.patch_nums)
+
+
+def image_shape(model_cfg) -> tuple[int, int]:
+    tok = models.build_tokenizer(model_cfg)
+    return tok.image_size, model_cfg.tokenizer.in_channels
+
+
+def load_data(config, split: str = "train") -> sources.Source:
+    size, channels = image_shape(config.model)
+    if config.data.source == "fashion_mnist":
+        return sources.fashion_mnist(split, size, channels, config.data.root or sources.FASHION_MNIST_DIR)
+    return sources.image_folder(config.data.root, size, channels)
+
+
+def _iterator(config, source, batch_size: int) -> BatchIterator:
+    return BatchIterator(source, batch_size, config.seed, jax.process_index(), jax.process_count())
+
+
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
+# ------------------------------------------------------------------------------------ training
+def train_tokenizer(config, workdir: str, mesh, source) -> dict:
+    run = config.tokenizer_training
+    tokenizer = models.build_tokenizer(config.model)
+    tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
+    params = loop.train(
+        "tokenizer", run, workdir, mesh, _iterator(config, source, run.batch_size),
+        lambda rng: models.init_params(config.model, rng, "tokenizer"), tx,
+        steps.make_tokenizer_step(tokenizer, tx, run.vq_weight, run.beta), config.seed)
+    if _is_main():
+        images = source.images[:16].astype(np.float32) / 127.5 - 1.0
+        recon = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x, method=VQVAE.__call__))(
+            params, images)
+        outputs.save_grid(os.path.join(workdir, "samples", "tokenizer_reconstructions.png"),
+                          outputs.to_uint8(np.concatenate([images, np.asarray(recon)])), columns=16)
+    return params
+
+
+def tokenizer_params(config, workdir: str, mesh, source) -> dict:
+    """The frozen tokenizer: from config.init.tokenizer (a model directory), else trained here."""
+    if config.init.tokenizer:
+        params, cfg = checkpoints.load_model(config.init.tokenizer)
+        if cfg.tokenizer.to_dict() != config.model.tokenizer.to_dict():
+            raise ValueError(f"config.init.tokenizer={config.init.tokenizer} holds a tokenizer with "
+                             f"{cfg.tokenizer} but config.model.tokenizer is {config.model.tokenizer}")
+        return params["tokenizer"]
+    return train_tokenizer(config, workdir, mesh, source)
+
+
+def train_transformer(config, workdir: str, mesh, source, tok_params) -> dict:
+    run = config.training
+    tokenizer = models.build_tokenizer(config.model)
+    transformer = models.build_transformer(config.model)
+    tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
+    boxed_init = _transformer_init(config)
+    tok_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), tok_params)
+
+    def write_samples(step, params):
+        if _is_main():
+            sample_grid(config, {"tokenizer": tok_params, "transformer": params},
+                        os.path.join(workdir, "samples", f"step_{step:07d}.png"), mesh)
+
+    return loop.train(
+        "transformer", run, workdir, mesh, _iterator(config, source, run.batch_size), boxed_init, tx,
+        steps.make_transformer_step(transformer, tokenizer, tx, run.label_smoothing), config.seed,
+        frozen=(tok_params,), frozen_shardings=(tok_shardings,), on_checkpoint=write_samples)
+
+
+def _transformer_init(config):
+    """Fresh init, or the transformer of config.init.transformer (e.g. converted VAR weights),
+    keeping the logical partitioning of a fresh init."""
+    if not config.init.transformer:
+        return lambda rng: models.init_params(config.model, rng, "transformer")
+    params, cfg = checkpoints.load_model(config.init.transformer)
+    fresh = models.abstract_params(config.model, "transformer")
+    shapes = jax.tree.map(lambda x: x.shape, nn.unbox(fresh))
+    loaded = jax.tree.map(np.shape, params["transformer"])
+    if shapes != loaded:
+        raise ValueError(f"config.init.transformer={config.init.transformer} does not match "
+                         "config.model.transformer (different sizes): check depth/width/classes")
+    return lambda rng: jax.tree.map(lambda box, value: box.replace_boxed(value), fresh,
+                                    params["transformer"],
+                                    is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+# ------------------------------------------------------------------------------------- sampling
+def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.ndarray:
+    """Samples config.sample.per_class images of every class (or `labels`) into one PNG grid
+    (one column per class); returns the uint8 images."""
+    num_classes = config.model.transformer.num_classes
+    if labels is None:
+        labels = np.tile(np.arange(num_classes), config.sample.per_class)
+    settings = SamplerSettings.from_config(config.sample.settings)
+    sampler = Sampler(config.model, settings, mesh=mesh)
+    tokenizer = sampler.tokenizer
+    decode = jax.jit(lambda p, f: tokenizer.apply({"params": p}, f, method=VQVAE.decode))
+    images, indices = [], []
+    batch = config.sample.batch_size
+    for start in range(0, len(labels), batch):
+        chunk = labels[start:start + batch]
+        rng = jax.random.fold_in(jax.random.key(config.sample.seed), start)
+        out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
+        images.append(np.asarray(decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)])
+        indices.append(np.asarray(out["idx_BL"])[:len(chunk)])
+    images = outputs.to_uint8(np.concatenate(images))
+    outputs.save_grid(path, images, columns=min(num_classes, len(labels)))
+    outputs.save_samples(os.path.splitext(path)[0] + ".npz", images, labels, np.concatenate(indices))
+    logging.info("wrote %d samples to %s", len(labels), path)
+    return images
+
+
+# ---------------------------------------------------------------------------------------- modes
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    if _is_main():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(json.loads(config.to_json_best_effort()), f, indent=1)
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
+    model_dir = os.path.join(workdir, "model")
+    if config.mode == "convert":
+        from srdd_jax.convert import torch_io, var_checkpoints
+
+        vae = torch_io.load_state_dict(config.convert.vae, "vae") if config.convert.vae else None
+        var = torch_io.load_state_dict(config.convert.var, "var") if config.convert.var else None
+        cfg, params = var_checkpoints.convert_state_dicts(vae, var, mask=config.model.transformer.mask)
+        checkpoints.save_model(model_dir, params, cfg)
+        return
+    if config.mode == "sample":
+        params, cfg = checkpoints.load_model(config.init.model or model_dir)
+        config.model = cfg
+        sample_grid(config, params, os.path.join(workdir, "samples", "samples.png"), mesh)
+        return
+    source = load_data(config)
+    logging.info("data: %d images, %d classes, %d unreadable skipped", len(source.labels),
+                 len(source.class_names), len(source.skipped))
+    if config.mode == "train_tokenizer":
+        params = {"tokenizer": train_tokenizer(config, workdir, mesh, source)}
+    else:
+        tok = tokenizer_params(config, workdir, mesh, source)
+        params = {"tokenizer": tok, "transformer": train_transformer(config, workdir, mesh, source, tok)}
+    if _is_main():
+        checkpoints.save_model(model_dir, jax.device_get(params), config.model, overwrite=True)

@@ -1,0 +1,121 @@
+"""The training loop shared by the tokenizer and the transformer.
+
+Builds the mesh, the sharded train state (created directly sharded, or restored from the latest
+checkpoint in the run's directory together with the data iterator's position), compiles the step
+ahead of time and logs its memory analysis, then steps, logs (clu writers: TensorBoard + console),
+checkpoints, and stops with a clear message on a non-finite loss without saving that state.
+"""
+
+from __future__ import annotations
+
+import os
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from srdd_jax import checkpoints, parallel
+from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.training import steps
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def global_batch(local: dict, mesh) -> dict:
+    """Host-local numpy batch -> global arrays sharded over the mesh's batch axes."""
+    return {name: jax.make_array_from_process_local_data(parallel.batch_sharding(mesh, x.ndim), x)
+            for name, x in local.items()}
+
+
+def batch_shardings(mesh, example: dict) -> dict:
+    return {name: parallel.batch_sharding(mesh, np.ndim(x)) for name, x in example.items()}
+
+
+def flat_metrics(metrics: dict) -> dict:
+    """Scalars as they are, per-scale vectors as name/s{index}."""
+    flat = {}
+    for name, value in metrics.items():
+        value = np.asarray(value)
+        if value.ndim == 0:
+            flat[name] = float(value)
+        else:
+            flat.update({f"{name}/s{i}": float(v) for i, v in enumerate(value)})
+    return flat
+
+
+def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, iterator: BatchIterator,
+          boxed_init, tx, step_fn, seed: int, frozen=(), frozen_shardings=(), writer=None,
+          on_checkpoint=None):
+    """Runs `step_fn(state, *frozen, batch, rng) -> (state, metrics)` for run_cfg.steps steps.
+
+    Args:
+      name: the run's sub-directory of workdir ('tokenizer' or 'transformer').
+      run_cfg: steps, log_every, checkpoint_every, keep_checkpoints.
+      boxed_init: rng -> boxed params (logical partitioning metadata gives the shardings).
+      frozen: extra arguments passed unchanged to every step (e.g. frozen tokenizer params).
+      on_checkpoint: optional callback(step, params) after each saved checkpoint (sample grids).
+    Returns:
+      The final params.
+    """
+    init_rng, step_rng = jax.random.split(jax.random.key(seed))
+    abstract_boxed = jax.eval_shape(lambda r: steps.init_state(boxed_init, tx, r), init_rng)
+    state_shardings = parallel.param_shardings(abstract_boxed, mesh)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            nn.unbox(abstract_boxed), state_shardings)
+    manager = checkpoints.train_manager(os.path.join(workdir, name), run_cfg.keep_checkpoints,
+                                        run_cfg.checkpoint_every)
+    restored = checkpoints.restore_train(manager, abstract)
+    if restored is None:
+        state = jax.jit(steps.unboxed_init(boxed_init, tx), out_shardings=state_shardings)(init_rng)
+        start = 0
+    else:
+        start, state, data_state = restored
+        iterator.set_state(data_state)
+        logging.info("%s: resumed from step %d (data position %s)", name, start, data_state)
+    abstract_batch = {
+        "image": jax.ShapeDtypeStruct((iterator.global_batch,) + iterator.source.images.shape[1:],
+                                      np.float32),
+        "label": jax.ShapeDtypeStruct((iterator.global_batch,), np.int32)}
+    shard_batch = batch_shardings(mesh, {"image": np.zeros((1, 1, 1, 1)), "label": np.zeros(1)})
+    replicated = parallel.replicated(mesh)
+    frozen = jax.device_put(tuple(frozen), tuple(frozen_shardings))
+    jitted = jax.jit(step_fn, in_shardings=(state_shardings, *frozen_shardings, shard_batch,
+                                            replicated),
+                     out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+    compiled = jitted.lower(abstract, *frozen, abstract_batch, step_rng).compile()
+    memory = compiled.memory_analysis()
+    if memory is not None:
+        logging.info("%s step memory: arguments %.1f MiB, temporaries %.1f MiB, outputs %.1f MiB",
+                     name, memory.argument_size_in_bytes / 2**20, memory.temp_size_in_bytes / 2**20,
+                     memory.output_size_in_bytes / 2**20)
+    writer = writer or metric_writers.create_default_writer(
+        os.path.join(workdir, "logs", name), just_logging=jax.process_index() > 0)
+    report = periodic_actions.ReportProgress(num_train_steps=run_cfg.steps, writer=writer,
+                                             every_steps=run_cfg.log_every)
+    for step in range(start, run_cfg.steps):
+        batch = global_batch(next(iterator), mesh)
+        state, metrics = compiled(state, *frozen, batch, step_rng)
+        done = step + 1
+        report(done)
+        saving = manager.should_save(done) or done == run_cfg.steps
+        if done % run_cfg.log_every == 0 or saving:
+            values = flat_metrics(jax.device_get(metrics))
+            if not np.isfinite(values["loss"]):
+                manager.wait_until_finished()
+                raise NonFiniteLossError(
+                    f"{name}: loss is {values['loss']} at step {done}; stopping. The last good "
+                    f"checkpoint (step {manager.latest_step()}) is kept in {manager.directory}. "
+                    "Lower the learning rate or enable gradient clipping.")
+            writer.write_scalars(done, values)
+        if saving:
+            checkpoints.save_train(manager, done, state, iterator.get_state(), force=True)
+            if on_checkpoint is not None:
+                on_checkpoint(done, state.params)
+    manager.wait_until_finished()
+    writer.flush()
+    return state.params

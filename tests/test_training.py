@@ -1,0 +1,248 @@
+"""Training: data, sharded steps, resume, bad inputs, and the main entry point end to end."""
+
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from clu import metric_writers
+from conftest import REPO_ROOT
+from PIL import Image
+
+from srdd_jax import experiment, experiment_config, models, parallel
+from srdd_jax.data import sources
+from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.training import loop, optimizer, steps
+
+
+def _synthetic_source(n=64, size=16, classes=10, channels=1) -> sources.Source:
+    rng = np.random.default_rng(0)
+    labels = (np.arange(n) % classes).astype(np.int32)
+    images = rng.integers(0, 256, (n, size, size, channels)).astype(np.uint8)
+    return sources.Source(images, labels, tuple(str(i) for i in range(classes)))
+
+
+def _config(**changes):
+    cfg = experiment_config.base_config(experiment_config.tiny_model())
+    for run in (cfg.tokenizer_training, cfg.training):
+        run.steps, run.batch_size, run.log_every, run.checkpoint_every = 6, 8, 1, 3
+        run.optim.warmup_steps = 1
+    cfg.sample.per_class, cfg.sample.batch_size = 1, 10
+    cfg.update(changes)
+    return cfg
+
+
+class Recorder(metric_writers.MetricWriter):
+    """Keeps every written scalar; can stop the run after a given step's checkpoint."""
+
+    def __init__(self):
+        self.scalars = {}
+
+    def write_scalars(self, step, scalars):
+        self.scalars[step] = dict(scalars)
+
+    def write_summaries(self, step, values, metadata=None):
+        pass
+
+    def write_images(self, step, images):
+        pass
+
+    def write_videos(self, step, videos):
+        pass
+
+    def write_audios(self, step, audios, *, sample_rate):
+        pass
+
+    def write_texts(self, step, texts):
+        pass
+
+    def write_histograms(self, step, arrays, num_buckets=None):
+        pass
+
+    def write_hparams(self, hparams):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class KilledError(Exception):
+    pass
+
+
+def _train_transformer(cfg, workdir, mesh, writer, kill_at=None):
+    source = _synthetic_source()
+    tok_params = nn.unbox(models.init_params(cfg.model, jax.random.key(7), "tokenizer"))
+    run = cfg.training
+    tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
+
+    def on_checkpoint(step, params):
+        if step == kill_at:
+            raise KilledError(step)
+
+    tok_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), tok_params)
+    return loop.train(
+        "transformer", run, str(workdir), mesh, BatchIterator(source, run.batch_size, cfg.seed),
+        lambda rng: models.init_params(cfg.model, rng, "transformer"), tx,
+        steps.make_transformer_step(models.build_transformer(cfg.model),
+                                    models.build_tokenizer(cfg.model), tx),
+        cfg.seed, frozen=(tok_params,), frozen_shardings=(tok_shardings,), writer=writer,
+        on_checkpoint=on_checkpoint)
+
+
+def test_iterator_is_deterministic_and_resumable():
+    source = _synthetic_source()
+    first = BatchIterator(source, 8, seed=1)
+    batches = [next(first)["label"] for _ in range(12)]  # crosses an epoch (8 batches per epoch)
+    second = BatchIterator(source, 8, seed=1)
+    for _ in range(5):
+        next(second)
+    resumed = BatchIterator(source, 8, seed=1)
+    resumed.set_state(second.get_state())
+    for want in batches[5:]:
+        np.testing.assert_array_equal(next(resumed)["label"], want)
+    halves = [BatchIterator(source, 8, seed=1, process_index=i, process_count=2) for i in range(2)]
+    np.testing.assert_array_equal(np.concatenate([next(h)["label"] for h in halves]), batches[0])
+
+
+def test_fashion_mnist_source():
+    if not os.path.isdir(sources.FASHION_MNIST_DIR):
+        pytest.skip("needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
+    data = sources.fashion_mnist("test", 32, 1)
+    assert data.images.shape == (10000, 32, 32, 1) and data.images.dtype == np.uint8
+    assert sorted(np.unique(data.labels)) == list(range(10))
+    assert data.images[:, :2].max() == 0  # padded border
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        sources.fashion_mnist("train", 32, 1, root="/nonexistent")
+
+
+def test_image_folder_skips_and_counts_corrupt_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            pixels = rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "cats" / "empty.jpg").write_bytes(b"")
+    data = sources.image_folder(str(tmp_path), 16, 1)
+    assert len(data.skipped) == 2 and data.images.shape == (12, 16, 16, 1)
+    assert data.class_names == ("cats", "dogs")
+    cfg = _config(data={"source": "image_folder", "root": str(tmp_path)})
+    cfg.model.transformer.num_classes = 2
+    cfg.tokenizer_training.steps = 2
+    cfg.tokenizer_training.batch_size = 8
+    mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
+    params = experiment.train_tokenizer(cfg, str(tmp_path / "run"), mesh, data)
+    assert np.isfinite(np.asarray(jax.tree.leaves(params)[0])).all()
+
+
+def test_sharded_train_step_equals_single_device():
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 host devices (set in conftest)")
+    cfg = _config()
+    source = _synthetic_source()
+    batch_np = next(BatchIterator(source, 8, seed=0))
+    tok_params = nn.unbox(models.init_params(cfg.model, jax.random.key(7), "tokenizer"))
+    tx, _ = optimizer.make_optimizer(cfg.training.optim, 10, 8)
+    step = steps.make_transformer_step(models.build_transformer(cfg.model),
+                                       models.build_tokenizer(cfg.model), tx)
+    init = steps.unboxed_init(lambda r: models.init_params(cfg.model, r, "transformer"), tx)
+    results = []
+    for mesh in (parallel.make_mesh(1, 1, jax.devices()[:1]), parallel.make_mesh(2, 4)):
+        boxed = jax.eval_shape(lambda r: steps.init_state(
+            lambda k: models.init_params(cfg.model, k, "transformer"), tx, r), jax.random.key(0))
+        shardings = parallel.param_shardings(boxed, mesh)
+        state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
+        batch = loop.global_batch(batch_np, mesh)
+        tok = jax.device_put(tok_params, parallel.replicated(mesh))
+        new_state, metrics = jax.jit(step)(state, tok, batch, jax.random.key(1))
+        results.append((float(metrics["loss"]), jax.device_get(new_state.params)))
+    kernel = state.params["blocks_0"]["ffn"]["fc1"]["kernel"]
+    assert len(kernel.sharding.device_set) == 8
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0),
+                 results[0][1], results[1][1])
+
+
+def test_killed_run_resumes_and_reproduces_losses(tmp_path):
+    cfg = _config()
+    mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
+    full = Recorder()
+    _train_transformer(cfg, tmp_path / "full", mesh, full)
+    interrupted = Recorder()
+    with pytest.raises(KilledError):
+        _train_transformer(cfg, tmp_path / "killed", mesh, interrupted, kill_at=3)
+    resumed = Recorder()
+    _train_transformer(cfg, tmp_path / "killed", mesh, resumed)
+    assert min(resumed.scalars) == 4  # resumed after the step-3 checkpoint
+    for step in (4, 5, 6):
+        assert resumed.scalars[step]["loss"] == pytest.approx(full.scalars[step]["loss"], abs=1e-5)
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
+    cfg = _config()
+    cfg.training.optim.base_lr = 1e12
+    cfg.training.optim.grad_clip = 1e12
+    cfg.training.steps = 30
+    with pytest.raises(loop.NonFiniteLossError, match="last good checkpoint"):
+        _train_transformer(cfg, tmp_path, parallel.make_mesh(1, 1, jax.devices()[:1]), Recorder())
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("mode", "fly", "config.mode='fly'"),
+    ("training.steps", 0, "config.training.steps=0"),
+    ("tokenizer_training.batch_size", 7, "config.tokenizer_training.batch_size=7"),
+    ("data.source", "imagenet", "config.data.source='imagenet'"),
+    ("training.optim.base_lr", -1.0, "config.training.optim.base_lr=-1.0"),
+    ("model.transformer.mask", "diagonal", "unknown attention mask"),
+])
+def test_bad_config_values_are_named(field, value, message):
+    cfg = _config()
+    node = cfg
+    *parents, leaf = field.split(".")
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        experiment.validate_config(cfg)
+
+
+def test_optimizer_recipe():
+    cfg = _config()
+    params = nn.unbox(models.init_params(cfg.model, jax.random.key(0), "transformer"))
+    mask = optimizer.decay_mask(params)
+    assert mask["blocks_0"]["ffn"]["fc1"]["kernel"] and mask["class_emb"]["embedding"]
+    assert not mask["pos_embed"] and not mask["blocks_0"]["ffn"]["fc1"]["bias"]
+    assert not mask["blocks_0"]["attn"]["scale_mul"] and not mask["lvl_embed"]["embedding"]
+    schedule = optimizer.lr_schedule(1.0, total_steps=101, warmup_steps=10, final_ratio=0.1)
+    assert float(schedule(0)) == pytest.approx(0.005)
+    assert float(schedule(10)) == pytest.approx(1.0)
+    assert float(schedule(100)) == pytest.approx(0.1)
+
+
+def test_main_runs_the_tiny_demo(tmp_path):
+    if not os.path.isdir(sources.FASHION_MNIST_DIR):
+        pytest.skip("needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), XLA_FLAGS="")
+    workdir = tmp_path / "demo"
+    subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
+                    f"--workdir={workdir}"], check=True, cwd=REPO_ROOT, env=env, timeout=900)
+    assert (workdir / "model" / "model_config.json").is_file()
+    assert any((workdir / "samples").glob("step_*.png"))
+    assert any((workdir / "logs" / "transformer").iterdir())
+    assert (workdir / "transformer").is_dir()
+    sample = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
+                             f"--workdir={workdir}", "--config.mode=sample"], cwd=REPO_ROOT, env=env,
+                            timeout=900)
+    assert sample.returncode == 0 and (workdir / "samples" / "samples.png").is_file()
+    bad = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
+                          f"--workdir={workdir}", "--config.training.steps=0"], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "config.training.steps=0" in bad.stderr
