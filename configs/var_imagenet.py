@@ -1,16 +1,18 @@
 """The released VAR ImageNet models (for converted weights): `--config=configs/var_imagenet.py:d16`.
 
 Variants: d16, d20, d24, d30 (256 px) and d36 (512 px, shared AdaLN), plus `tiny` for tests.
-The released weights use the block-causal `var` mask; set `--config.model.transformer.mask=markov`
+Default mode: sample from a converted model (`--config.init.model=DIR`). The released weights use
+the block-causal `var` mask; set `--config.model.transformer.mask=markov`
 to fine-tune them as SRDD.
 """
 
 import ml_collections
 
-from srdd_jax import models
+from srdd_jax import experiment_config, models
 
 
 def get_config(variant: str = "d16") -> ml_collections.ConfigDict:
+    variant = variant or "d16"
     if variant == "tiny":
         model = models.model_config(
             tokenizer=models.tokenizer_config(ch=32, vocab_size=128, z_channels=8),
@@ -27,4 +29,7 @@ def get_config(variant: str = "d16") -> ml_collections.ConfigDict:
         )
     else:
         raise ValueError(f"unknown variant {variant!r}: choose tiny, d16, d20, d24, d30 or d36")
-    return ml_collections.ConfigDict(dict(model=model))
+    cfg = experiment_config.base_config(model)
+    cfg.mode = "sample"  # with --config.init.model=DIR from `python -m srdd_jax.convert`
+    cfg.sample.settings.update(dict(cfg=1.5, top_k=900, top_p=0.96))
+    return cfg

@@ -51,3 +51,26 @@ def tiny_model(num_classes: int = 10, in_channels: int = 1) -> ml_collections.Co
                                 vocab_size=64, in_channels=in_channels),
         models.transformer_config(depth=2, embed_dim=64, num_heads=2, num_classes=num_classes,
                                   drop_path_rate=0.0))
+
+
+def paper_config(root: str, num_classes: int, variant: str = "") -> ml_collections.ConfigDict:
+    """The paper's fine-tuning setting: 256 px, d16, Markov mask, VAR's released tokenizer, an image
+    folder at `root`; point config.init.tokenizer / init.transformer at a converted VAR model
+    (`python -m srdd_jax.convert ... --out=DIR`) to start from VAR's weights. `variant='tiny'`
+    keeps the layout but shrinks every size for smoke tests."""
+    if variant == "tiny":
+        cfg = base_config(tiny_model(num_classes, in_channels=3))
+        for run in (cfg.tokenizer_training, cfg.training):
+            run.steps, run.batch_size, run.log_every, run.checkpoint_every = 2, 8, 1, 2
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r}: use '' or 'tiny'")
+    else:
+        model = models.model_config(transformer=models.transformer_config(
+            16, num_classes=num_classes, mask="markov"))
+        cfg = base_config(model)
+        cfg.training.update(dict(steps=100_000, batch_size=256, checkpoint_every=5000))
+        cfg.training.optim.update(dict(base_lr=1e-4, warmup_steps=2000, final_lr_ratio=0.1))
+        cfg.sample.settings.update(dict(cfg=5.0, top_k=900, top_p=0.96, mr=True))
+        cfg.mesh.update(dict(data=-1, fsdp=1))
+    cfg.data.update(dict(source="image_folder", root=root))
+    return cfg

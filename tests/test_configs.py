@@ -38,3 +38,14 @@ def test_released_tokenizer_size():
 def test_unknown_variant_is_named():
     with pytest.raises(flags.IllegalFlagValueError, match="unknown variant .d99."):
         _load("d99")
+
+
+@pytest.mark.parametrize("name", ["demo", "ffhq", "afhq", "miniimagenet", "sun397", "var_imagenet"])
+@pytest.mark.parametrize("variant", ["", "tiny"])
+def test_experiment_configs_validate(name, variant):
+    from srdd_jax import experiment
+
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=flag_values)
+    flag_values(["test", f"--config={REPO_ROOT / 'configs' / name}.py:{variant}"])
+    experiment.validate_config(flag_values.config)

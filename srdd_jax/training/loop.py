@@ -102,7 +102,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
         state, metrics = compiled(state, *frozen, batch, step_rng)
         done = step + 1
         report(done)
-        saving = manager.should_save(done) or done == run_cfg.steps
+        saving = done % run_cfg.checkpoint_every == 0 or done == run_cfg.steps
         if done % run_cfg.log_every == 0 or saving:
             values = flat_metrics(jax.device_get(metrics))
             if not np.isfinite(values["loss"]):

@@ -1,0 +1,13 @@
+"""FFHQ (70k faces; one class, so unconditional) in the paper's setting: 256 px, d16, Markov mask.
+
+See `srdd_jax.experiment_config.paper_config`. Run with
+`--config=configs/ffhq.py --config.data.root=DIR` (DIR/<class>/*.png|jpg) and add
+`--config.init.tokenizer=MODEL --config.init.transformer=MODEL` to start from converted VAR weights.
+`configs/ffhq.py:tiny` is the smoke-test variant.
+"""
+
+from srdd_jax import experiment_config
+
+
+def get_config(variant: str = ""):
+    return experiment_config.paper_config("data/ffhq", num_classes=1, variant=variant)

@@ -1,0 +1,13 @@
+"""MiniImageNet (100 classes) in the paper's setting: 256 px, d16, Markov mask.
+
+See `srdd_jax.experiment_config.paper_config`. Run with
+`--config=configs/miniimagenet.py --config.data.root=DIR` (DIR/<class>/*.png|jpg) and add
+`--config.init.tokenizer=MODEL --config.init.transformer=MODEL` to start from converted VAR weights.
+`configs/miniimagenet.py:tiny` is the smoke-test variant.
+"""
+
+from srdd_jax import experiment_config
+
+
+def get_config(variant: str = ""):
+    return experiment_config.paper_config("data/miniimagenet/train", num_classes=100, variant=variant)
