@@ -24,7 +24,8 @@ from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.training import loop, optimizer, steps
 
-MODES = ("train_tokenizer", "train", "sample", "convert")
+MODES = ("train_tokenizer", "train", "sample", "edit", "convert")
+EDIT_TASKS = ("inpaint", "outpaint", "super_resolution")
 DATA_SOURCES = ("fashion_mnist", "image_folder")
 
 
@@ -49,6 +50,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if run.optim.base_lr <= 0:
             raise ValueError(f"config.{section}.optim.base_lr={run.optim.base_lr} must be > 0")
     SamplerSettings.from_config(config.sample.settings).validate(config.model.patch_nums)
+    if config.edit.task not in EDIT_TASKS:
+        raise ValueError(f"config.edit.task={config.edit.task!r}: choose one of {', '.join(EDIT_TASKS)}")
 
 
 def image_shape(model_cfg) -> tuple[int, int]:
@@ -155,11 +158,55 @@ def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.n
         out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
         images.append(np.asarray(decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)])
         indices.append(np.asarray(out["idx_BL"])[:len(chunk)])
+        logging.info("sampling: %d/%d images", start + len(chunk), len(labels))
     images = outputs.to_uint8(np.concatenate(images))
     outputs.save_grid(path, images, columns=min(num_classes, len(labels)))
     outputs.save_samples(os.path.splitext(path)[0] + ".npz", images, labels, np.concatenate(indices))
     logging.info("wrote %d samples to %s", len(labels), path)
     return images
+
+
+def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
+    """Zero-shot editing of config.edit.images (files; default: the first dataset images).
+
+    Writes a grid with one row per image: input (masked for in/outpainting, low resolution for
+    super-resolution), then config.edit.samples results. Returns the uint8 grid rows.
+    """
+    from srdd_jax.sampling import editing
+
+    ed = config.edit
+    settings = SamplerSettings.from_config(config.sample.settings)
+    sampler = Sampler(config.model, settings, mesh=mesh)
+    tokenizer, size = sampler.tokenizer, sampler.tokenizer.image_size
+    if ed.images:
+        images = np.stack([editing.load_image(p, size) for p in ed.images])
+        if config.model.tokenizer.in_channels == 1:
+            images = images.mean(axis=-1, keepdims=True)
+    else:
+        images = load_data(config, "test" if config.data.source == "fashion_mnist" else "train"
+                           ).images[:ed.count].astype(np.float32) / 127.5 - 1.0
+    labels = np.asarray(ed.labels if ed.labels else [config.model.transformer.num_classes] * len(images))
+    if ed.task == "super_resolution":
+        low = np.asarray(jax.image.resize(images, (len(images), size // ed.factor, size // ed.factor,
+                                                   images.shape[-1]), "linear"))
+        known_idx, known = editing.super_resolution_constraints(tokenizer, params["tokenizer"], low,
+                                                                sampler.layout)
+        shown = np.asarray(jax.image.resize(low, images.shape, "nearest"))
+    else:
+        keep = (editing.load_mask(ed.mask, size) if ed.mask else
+                editing.box_mask(size, tuple(ed.box), keep_inside=ed.task == "outpaint"))
+        known_idx, known = editing.inpainting_constraints(tokenizer, params["tokenizer"], images,
+                                                          keep, sampler.layout)
+        shown = images * keep[None, :, :, None] - (1 - keep[None, :, :, None])
+    decode = jax.jit(lambda p, f: tokenizer.apply({"params": p}, f, method=VQVAE.decode))
+    rows = [outputs.to_uint8(shown)]
+    for k in range(ed.samples):
+        out = sampler.sample(params, labels, jax.random.key(config.sample.seed + k), known_idx, known)
+        rows.append(outputs.to_uint8(decode(params["tokenizer"], out["f_hat_BhwC"])))
+    grid_images = np.stack(rows, axis=1).reshape((-1,) + rows[0].shape[1:])
+    outputs.save_grid(path, grid_images, columns=len(rows))
+    logging.info("wrote %s edits of %d images to %s", ed.task, len(images), path)
+    return grid_images
 
 
 # ---------------------------------------------------------------------------------------- modes
@@ -179,10 +226,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         cfg, params = var_checkpoints.convert_state_dicts(vae, var, mask=config.model.transformer.mask)
         checkpoints.save_model(model_dir, params, cfg)
         return
-    if config.mode == "sample":
+    if config.mode in ("sample", "edit"):
         params, cfg = checkpoints.load_model(config.init.model or model_dir)
         config.model = cfg
-        sample_grid(config, params, os.path.join(workdir, "samples", "samples.png"), mesh)
+        if config.mode == "sample":
+            sample_grid(config, params, os.path.join(workdir, "samples", "samples.png"), mesh)
+        else:
+            edit(config, params, os.path.join(workdir, "samples", f"edit_{config.edit.task}.png"), mesh)
         return
     source = load_data(config)
     logging.info("data: %d images, %d classes, %d unreadable skipped", len(source.labels),

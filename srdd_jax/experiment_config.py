@@ -36,6 +36,11 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         training=run_config(2000, 64, 1e-4),
         sample=dict(per_class=4, batch_size=40, seed=0, settings=settings),
         convert=dict(vae="", var=""),
+        # mode=edit: task inpaint | outpaint | super_resolution on `images` (files; default: the
+        # first `count` dataset images); box (y0, x0, y1, x1) or a mask file (white = keep);
+        # labels (default: unconditional); `samples` results per image; SR input is size/factor.
+        edit=dict(task="inpaint", images=(), count=4, mask="", box=(0.25, 0.25, 0.75, 0.75),
+                  labels=(), samples=3, factor=2),
     ))
     cfg.tokenizer_training.vq_weight = 1.0
     cfg.tokenizer_training.beta = 0.25

@@ -200,6 +200,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
     ("training.steps", 0, "config.training.steps=0"),
     ("tokenizer_training.batch_size", 7, "config.tokenizer_training.batch_size=7"),
     ("data.source", "imagenet", "config.data.source='imagenet'"),
+    ("edit.task", "colorize", "config.edit.task='colorize'"),
     ("training.optim.base_lr", -1.0, "config.training.optim.base_lr=-1.0"),
     ("model.transformer.mask", "diagonal", "unknown attention mask"),
 ])
@@ -242,6 +243,11 @@ def test_main_runs_the_tiny_demo(tmp_path):
                              f"--workdir={workdir}", "--config.mode=sample"], cwd=REPO_ROOT, env=env,
                             timeout=900)
     assert sample.returncode == 0 and (workdir / "samples" / "samples.png").is_file()
+    for task in ("inpaint", "super_resolution"):
+        edited = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
+                                 f"--workdir={workdir}", "--config.mode=edit",
+                                 f"--config.edit.task={task}"], cwd=REPO_ROOT, env=env, timeout=900)
+        assert edited.returncode == 0 and (workdir / "samples" / f"edit_{task}.png").is_file()
     bad = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
                           f"--workdir={workdir}", "--config.training.steps=0"], cwd=REPO_ROOT,
                          env=env, capture_output=True, text=True, timeout=300)

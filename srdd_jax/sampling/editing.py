@@ -10,7 +10,8 @@ so later scales see the forced tokens in their input state.
   its coarse scales, up to the finest one the low-resolution image can resolve, are kept whole and
   the finer scales are generated.
 
-Images are NHWC float in [-1, 1]; masks are (B, H, W) with 1 = keep the given pixels, 0 = generate.
+Images are NHWC float in [-1, 1] with the tokenizer's channel count; masks are (B, H, W) with
+1 = keep the given pixels, 0 = generate.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ def box_mask(size: int, box: tuple[float, float, float, float], keep_inside: boo
     return inside if keep_inside else 1.0 - inside
 
 
-def _check_images(images_BHWC, size: int) -> jax.Array:
+def _check_images(images_BHWC, size: int, channels: int) -> jax.Array:
     images_BHWC = jnp.asarray(images_BHWC, jnp.float32)
-    if images_BHWC.ndim != 4 or images_BHWC.shape[-1] != 3:
-        raise ValueError(f"images must be (B, H, W, 3) NHWC, got {images_BHWC.shape}")
+    if images_BHWC.ndim != 4 or images_BHWC.shape[-1] != channels:
+        raise ValueError(f"images must be (B, H, W, {channels}) NHWC, got {images_BHWC.shape}")
     if images_BHWC.shape[1:3] != (size, size):
         raise ValueError(f"images are {images_BHWC.shape[1]}x{images_BHWC.shape[2]}, the model "
                          f"needs {size}x{size}")
@@ -102,7 +103,7 @@ def inpainting_constraints(tokenizer: VQVAE, tok_params, images_BHWC, keep_BHW, 
       keep_BHW: (B, H, W) or (H, W) in [0, 1]: 1 = keep these pixels, 0 = generate.
     """
     size = tokenizer.image_size
-    images_BHWC = _check_images(images_BHWC, size)
+    images_BHWC = _check_images(images_BHWC, size, tokenizer.in_channels)
     keep = jnp.asarray(keep_BHW, jnp.float32)
     if keep.ndim == 2:
         keep = jnp.broadcast_to(keep, (images_BHWC.shape[0],) + keep.shape)
@@ -124,9 +125,10 @@ def super_resolution_constraints(tokenizer: VQVAE, tok_params, low_res_BhwC, lay
     """
     low = jnp.asarray(low_res_BhwC, jnp.float32)
     size = tokenizer.image_size
-    if low.ndim != 4 or low.shape[-1] != 3 or low.shape[1] != low.shape[2] or low.shape[1] > size:
-        raise ValueError(f"low-resolution images must be square (B, h, h, 3) NHWC with h <= {size}, "
-                         f"got {low.shape}")
+    channels = tokenizer.in_channels
+    if low.ndim != 4 or low.shape[-1] != channels or low.shape[1] != low.shape[2] or low.shape[1] > size:
+        raise ValueError(f"low-resolution images must be square (B, h, h, {channels}) NHWC with "
+                         f"h <= {size}, got {low.shape}")
     upsampled = jnp.clip(bicubic_resize(low, (size, size)), -1.0, 1.0)
     idx = tokenizer.apply({"params": tok_params}, upsampled, method=VQVAE.encode_to_indices)
     if num_known_scales is None:
