@@ -1,5 +1,7 @@
 """The sampler against PyTorch VAR's greedy samples, and its MR / editing / sharding contracts."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,8 +50,7 @@ def plain(converted, reference):
 
 
 def _with(settings, **changes):
-    values = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
-    return SamplerSettings(**dict(values, **changes))
+    return dataclasses.replace(settings, **changes)
 
 
 def test_same_seed_same_samples_and_other_seed_differs(converted, reference, plain):

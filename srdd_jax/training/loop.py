@@ -32,10 +32,6 @@ def global_batch(local: dict, mesh) -> dict:
             for name, x in local.items()}
 
 
-def batch_shardings(mesh, example: dict) -> dict:
-    return {name: parallel.batch_sharding(mesh, np.ndim(x)) for name, x in example.items()}
-
-
 def flat_metrics(metrics: dict) -> dict:
     """Scalars as they are, per-scale vectors as name/s{index}."""
     flat = {}
@@ -81,7 +77,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
         "image": jax.ShapeDtypeStruct((iterator.global_batch,) + iterator.source.images.shape[1:],
                                       np.float32),
         "label": jax.ShapeDtypeStruct((iterator.global_batch,), np.int32)}
-    shard_batch = batch_shardings(mesh, {"image": np.zeros((1, 1, 1, 1)), "label": np.zeros(1)})
+    shard_batch = {"image": parallel.batch_sharding(mesh, 4), "label": parallel.batch_sharding(mesh, 1)}
     replicated = parallel.replicated(mesh)
     frozen = jax.device_put(tuple(frozen), tuple(frozen_shardings))
     jitted = jax.jit(step_fn, in_shardings=(state_shardings, *frozen_shardings, shard_batch,

@@ -27,6 +27,13 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
 
 
+def apply_gradients(state: TrainState, grads, tx) -> TrainState:
+    """One optimiser update; the step counter advances."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state)
+
+
 def init_state(init_params_fn, tx, rng) -> TrainState:
     """A fresh state; with boxed (logically partitioned) params the state stays boxed, so its
     partition specs can be read before anything is allocated."""
@@ -76,11 +83,7 @@ def make_transformer_step(transformer: VAR, tokenizer: VQVAE, tx, label_smoothin
         grad_fn = jax.value_and_grad(transformer_loss, argnums=1, has_aux=True)
         (_, metrics), grads = grad_fn(transformer, state.params, x_BLCv, idx_BL, batch["label"],
                                       rng, label_smoothing)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        metrics["grad_norm"] = optax.tree.norm(grads)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state)
-        return new_state, metrics
+        return apply_gradients(state, grads, tx), dict(metrics, grad_norm=optax.tree.norm(grads))
 
     return step
 
@@ -103,11 +106,7 @@ def make_tokenizer_step(tokenizer: VQVAE, tx, vq_weight: float = 1.0, beta: floa
         del rng  # the tokenizer has no stochastic layers
         grad_fn = jax.value_and_grad(tokenizer_loss, argnums=1, has_aux=True)
         (_, metrics), grads = grad_fn(tokenizer, state.params, batch["image"], vq_weight, beta)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        metrics["grad_norm"] = optax.tree.norm(grads)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state)
-        return new_state, metrics
+        return apply_gradients(state, grads, tx), dict(metrics, grad_norm=optax.tree.norm(grads))
 
     return step
 
