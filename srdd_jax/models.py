@@ -60,7 +60,7 @@ def model_config(patch_nums=PATCH_NUMS_256, tokenizer=None, transformer=None):
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first bad field of a model config and how to fix it."""
-    pns = scales.validate_patch_nums(cfg.patch_nums)
+    scales.validate_patch_nums(cfg.patch_nums)
     tok, tr = cfg.tokenizer, cfg.transformer
     levels = len(tok.ch_mult)
     if tok.ch % 32:
@@ -82,7 +82,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     masks.validate_mask(tr.mask)
     if tr.dtype not in DTYPES:
         raise ValueError(f"model.transformer.dtype={tr.dtype!r}: choose one of {sorted(DTYPES)}")
-    del pns
 
 
 def build_tokenizer(cfg: ml_collections.ConfigDict) -> VQVAE:
