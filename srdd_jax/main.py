@@ -19,11 +19,25 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs
                                required=True)
 
 
+def distributed_args() -> dict:
+    """`num_processes` / `process_id` for `jax.distributed.initialize` from SRDD_NUM_PROCESSES /
+    SRDD_PROCESS_ID (set per node by launch/gpu_cluster.py ssh); unset ones are left to JAX's
+    auto-detection (Cloud TPU, SLURM, Open MPI). JAX reads JAX_COORDINATOR_ADDRESS itself."""
+    args = {}
+    for var, name in (("SRDD_NUM_PROCESSES", "num_processes"), ("SRDD_PROCESS_ID", "process_id")):
+        value = os.environ.get(var)
+        if value is not None:
+            if not value.isdigit():
+                raise app.UsageError(f"{var} must be a non-negative integer, got {value!r}")
+            args[name] = int(value)
+    return args
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SRDD_MULTIHOST"):
-        jax.distributed.initialize()
+        jax.distributed.initialize(**distributed_args())
     logging.info("JAX %s on %d devices (%d processes)", jax.__version__, jax.device_count(),
                  jax.process_count())
     experiment.run(_CONFIG.value, _WORKDIR.value)
