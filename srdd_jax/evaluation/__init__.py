@@ -1,0 +1,1 @@
+"""Sample-quality metrics: Inception features, FID, Inception Score, k-NN precision/recall."""
