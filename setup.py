@@ -28,6 +28,8 @@ setup(
     extras_require={
         # Only for reading PyTorch .pth checkpoints (python -m srdd_jax.convert).
         "torch": ["torch>=2.1"],
+        # gs:// workdirs: orbax's CheckpointManager asks google-cloud-storage about the bucket.
+        "gcs": ["google-cloud-storage>=2.0"],
         "test": ["torch>=2.1", "pytest>=8.0", "ruff>=0.6"],
     },
 )

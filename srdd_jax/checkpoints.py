@@ -12,6 +12,7 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from srdd_jax import models
 
@@ -19,34 +20,39 @@ CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 
 
+def _directory(directory) -> epath.Path:
+    """`directory` as an epath.Path, so gs:// works wherever tf.io.gfile does: URIs as given, local
+    paths made absolute (orbax requires absolute local paths)."""
+    path = epath.Path(directory)
+    return path if "://" in os.fspath(path) else path.resolve()
+
+
 def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
                overwrite: bool = False) -> None:
     """Writes params and config; an existing model directory is replaced only with `overwrite`."""
-    directory = os.path.abspath(directory)
-    if os.path.exists(os.path.join(directory, PARAMS_DIR)) and not overwrite:
+    directory = _directory(directory)
+    if (directory / PARAMS_DIR).exists() and not overwrite:
         raise FileExistsError(f"{directory} already holds a model: choose a new --out directory")
-    os.makedirs(directory, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(directory, PARAMS_DIR), params, force=overwrite)
-    with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1)
+        checkpointer.save(directory / PARAMS_DIR, params, force=overwrite)
+    (directory / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
 
 
 def load_model(directory: str, shardings=None):
     """Returns (params, cfg). `shardings`, a matching tree of jax Shardings, places the arrays."""
-    directory = os.path.abspath(directory)
-    config_path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isfile(config_path):
+    directory = _directory(directory)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: is {directory} a converted model "
                                 "directory (python -m srdd_jax.convert ... --out=DIR)?")
-    with open(config_path) as f:
-        raw = json.load(f)
+    raw = json.loads(config_path.read_text())
     raw["patch_nums"] = tuple(raw["patch_nums"])
     raw["tokenizer"]["ch_mult"] = tuple(raw["tokenizer"]["ch_mult"])
     cfg = ml_collections.ConfigDict(raw)
     models.validate(cfg)
     with ocp.StandardCheckpointer() as checkpointer:
-        path = os.path.join(directory, PARAMS_DIR)
+        path = directory / PARAMS_DIR
         metadata = checkpointer.metadata(path)
         tree = metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata
         abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
@@ -63,7 +69,7 @@ def train_manager(directory: str, keep: int, interval: int) -> ocp.CheckpointMan
     asynchronously."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=interval,
                                            enable_async_checkpointing=True)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    return ocp.CheckpointManager(_directory(directory), options=options)
 
 
 def save_train(manager: ocp.CheckpointManager, step: int, state, data_state: dict,

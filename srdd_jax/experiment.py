@@ -12,9 +12,11 @@ import os
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from srdd_jax import checkpoints, models, parallel
 from srdd_jax.data import sources
@@ -26,6 +28,7 @@ from srdd_jax.training import loop, optimizer, steps
 
 MODES = ("train_tokenizer", "train", "sample", "edit", "convert")
 EDIT_TASKS = ("inpaint", "outpaint", "super_resolution")
+CLASS_EMBEDDING_INITS = ("null", "random")
 DATA_SOURCES = ("fashion_mnist", "image_folder")
 
 
@@ -52,6 +55,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     SamplerSettings.from_config(config.sample.settings).validate(config.model.patch_nums)
     if config.edit.task not in EDIT_TASKS:
         raise ValueError(f"config.edit.task={config.edit.task!r}: choose one of {', '.join(EDIT_TASKS)}")
+    if config.init.class_embedding not in CLASS_EMBEDDING_INITS:
+        raise ValueError(f"config.init.class_embedding={config.init.class_embedding!r}: choose one of "
+                         f"{', '.join(CLASS_EMBEDDING_INITS)}")
 
 
 def image_shape(model_cfg) -> tuple[int, int]:
@@ -124,19 +130,55 @@ def train_transformer(config, workdir: str, mesh, source, tok_params) -> dict:
 
 def _transformer_init(config):
     """Fresh init, or the transformer of config.init.transformer (e.g. converted VAR weights),
-    keeping the logical partitioning of a fresh init."""
+    keeping the logical partitioning of a fresh init.
+
+    The number of classes may differ (VAR's 1000 ImageNet classes for FFHQ's 1, AFHQ's 3, ...):
+    the checkpoint's last class_emb row, the null class of CFG's unconditional branch, stays the
+    null row, and config.init.class_embedding gives the class rows. 'null' (default) copies the
+    null row into every class, so fine-tuning starts as the checkpoint's unconditional model:
+    every label begins with an embedding the pretrained blocks know, and guidance starts as a
+    no-op, rather than with random embeddings the blocks never saw. 'random' draws the class
+    rows like a fresh init. Any other difference is an error.
+    """
     if not config.init.transformer:
         return lambda rng: models.init_params(config.model, rng, "transformer")
     params, cfg = checkpoints.load_model(config.init.transformer)
     fresh = models.abstract_params(config.model, "transformer")
     shapes = jax.tree.map(lambda x: x.shape, nn.unbox(fresh))
     loaded = jax.tree.map(np.shape, params["transformer"])
-    if shapes != loaded:
+    if _without_class_rows(shapes) != _without_class_rows(loaded):
         raise ValueError(f"config.init.transformer={config.init.transformer} does not match "
-                         "config.model.transformer (different sizes): check depth/width/classes")
-    return lambda rng: jax.tree.map(lambda box, value: box.replace_boxed(value), fresh,
-                                    params["transformer"],
-                                    is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+                         "config.model.transformer (different sizes; only the number of classes "
+                         "may differ): check depth/width")
+
+    def boxed(values):
+        return jax.tree.map(lambda box, value: box.replace_boxed(value), fresh, values,
+                            is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+    if shapes == loaded:
+        return lambda rng: boxed(params["transformer"])
+    num_classes, how = config.model.transformer.num_classes, config.init.class_embedding
+    null_1C = np.asarray(params["transformer"]["class_emb"]["embedding"])[-1:]
+    logging.info("init.transformer: %s has %d classes, config.model %d: kept its null-class "
+                 "embedding, class embeddings initialised from %s (config.init.class_embedding)",
+                 config.init.transformer, loaded["class_emb"]["embedding"][0] - 1, num_classes,
+                 "its null class" if how == "null" else "a fresh init")
+
+    def init(rng):
+        if how == "null":
+            rows_KC = np.repeat(null_1C, num_classes, axis=0)
+        else:
+            fresh_emb = models.init_params(config.model, rng, "transformer")["class_emb"]["embedding"]
+            rows_KC = nn.unbox(fresh_emb)[:num_classes]
+        return boxed({**params["transformer"],
+                      "class_emb": {"embedding": jnp.concatenate([rows_KC, null_1C])}})
+
+    return init
+
+
+def _without_class_rows(shapes: dict) -> dict:
+    """A transformer's parameter shapes, without class_emb's number of rows."""
+    return {**shapes, "class_emb": shapes.get("class_emb", {}).get("embedding", ())[1:]}
 
 
 # ------------------------------------------------------------------------------------- sampling
@@ -212,10 +254,10 @@ def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- modes
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     if _is_main():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(json.loads(config.to_json_best_effort()), f, indent=1)
+        (epath.Path(workdir) / "config.json").write_text(
+            json.dumps(json.loads(config.to_json_best_effort()), indent=1))
     mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
     model_dir = os.path.join(workdir, "model")
     if config.mode == "convert":

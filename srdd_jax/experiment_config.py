@@ -31,7 +31,9 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         model=model,
         data=dict(source="fashion_mnist", root=""),
         mesh=dict(data=-1, fsdp=1),
-        init=dict(tokenizer="", transformer="", model=""),
+        # transformer: a model directory to start from; when only its number of classes differs,
+        # class_embedding 'null' (its null-class row) | 'random' initialises the class rows.
+        init=dict(tokenizer="", transformer="", model="", class_embedding="null"),
         tokenizer_training=run_config(2000, 64, 4e-4),
         training=run_config(2000, 64, 1e-4),
         sample=dict(per_class=4, batch_size=40, seed=0, settings=settings),

@@ -1,11 +1,15 @@
-"""Sample outputs: uint8 images, PNG grids and `.npz` files for evaluation."""
+"""Sample outputs: uint8 images, PNG grids and `.npz` files for evaluation.
+
+Paths are written through etils.epath, so local paths and gs:// both work.
+"""
 
 from __future__ import annotations
 
+import io
 import math
-import os
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -27,15 +31,23 @@ def grid(images_BHWC: np.ndarray, columns: int | None = None, pad: int = 2) -> n
     return canvas
 
 
+def _create(path) -> epath.Path:
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def save_grid(path: str, images_BHWC: np.ndarray, columns: int | None = None) -> None:
     """Writes uint8 images as one PNG grid."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     canvas = grid(images_BHWC, columns)
-    Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas).save(path)
+    with _create(path).open("wb") as f:
+        Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas).save(f, format="PNG")
 
 
 def save_samples(path: str, images_BHWC: np.ndarray, labels_B, idx_BL) -> None:
     """Writes an `.npz` with arr_0 (uint8 NHWC images, the layout FID evaluators read), labels and
-    token indices."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, arr_0=images_BHWC, labels=np.asarray(labels_B), idx=np.asarray(idx_BL))
+    token indices. The archive is built in memory: numpy's zip writer seeks back in its file, which
+    tf.io.gfile's writable files (gs://) do not allow."""
+    buffer = io.BytesIO()
+    np.savez(buffer, arr_0=images_BHWC, labels=np.asarray(labels_B), idx=np.asarray(idx_BL))
+    _create(path).write_bytes(buffer.getvalue())
