@@ -3,6 +3,8 @@
 See `srdd_jax.experiment_config.paper_config`. Run with
 `--config=configs/sun397.py --config.data.root=DIR` (DIR/<class>/*.png|jpg) and add
 `--config.init.tokenizer=MODEL --config.init.transformer=MODEL` to start from converted VAR weights.
+Or read TFDS's copy: `--config.data.source=tfds --config.data.name=sun397` (streamed, as it exceeds
+`data.max_in_memory_mb` at 256 px).
 `configs/sun397.py:tiny` is the smoke-test variant.
 """
 

@@ -19,17 +19,18 @@ from absl import logging
 from etils import epath
 
 from srdd_jax import checkpoints, models, parallel
-from srdd_jax.data import sources
-from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.data import sources, tokens
+from srdd_jax.data.pipeline import make_iterator
 from srdd_jax.sampling import outputs
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.tokenizer.vqvae import VQVAE
-from srdd_jax.training import loop, optimizer, steps
+from srdd_jax.training import distill as distillation
+from srdd_jax.training import loop, optimizer, steps, tokenizer_losses
 
-MODES = ("train_tokenizer", "train", "sample", "edit", "convert")
+MODES = ("train_tokenizer", "train", "sample", "edit", "convert", "distill", "tokenize", "evaluate")
 EDIT_TASKS = ("inpaint", "outpaint", "super_resolution")
 CLASS_EMBEDDING_INITS = ("null", "random")
-DATA_SOURCES = ("fashion_mnist", "image_folder")
+DATA_SOURCES = ("fashion_mnist", "image_folder", "tfds")
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -41,8 +42,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.data.source not in DATA_SOURCES:
         raise ValueError(f"config.data.source={config.data.source!r}: choose one of "
                          f"{', '.join(DATA_SOURCES)}")
+    if config.data.source == "tfds" and not config.data.name:
+        raise ValueError("config.data.name is empty: data.source='tfds' needs a TFDS dataset name, "
+                         "e.g. --config.data.name=sun397 or imagenet2012")
+    if config.data.shuffle_buffer < 1:
+        raise ValueError(f"config.data.shuffle_buffer={config.data.shuffle_buffer} must be >= 1")
     devices = jax.device_count()
-    for section in ("tokenizer_training", "training"):
+    for section in ("tokenizer_training", "training", "distill"):
         run = config[section]
         for field in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if run[field] < 1:
@@ -52,9 +58,43 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                              f"the {devices} devices")
         if run.optim.base_lr <= 0:
             raise ValueError(f"config.{section}.optim.base_lr={run.optim.base_lr} must be > 0")
+        if run.optim.weight_decay < 0:
+            raise ValueError(f"config.{section}.optim.weight_decay={run.optim.weight_decay} must be >= 0")
+        if not 0 <= run.profile_steps < run.steps:
+            raise ValueError(f"config.{section}.profile_steps={run.profile_steps} must be in "
+                             f"[0, steps={run.steps}) (0: no profile)")
+    if config.training.cached_tokens and config.mode != "train":
+        raise ValueError(f"config.training.cached_tokens is only read by mode=train, not "
+                         f"mode={config.mode!r}: leave it empty")
     SamplerSettings.from_config(config.sample.settings).validate(config.model.patch_nums)
+    if config.mode == "distill":
+        distillation.subset_ids(config.model.patch_nums, config.distill.patch_nums)
+    tokenizer_losses.validate(config.tokenizer_training)
     if config.edit.task not in EDIT_TASKS:
         raise ValueError(f"config.edit.task={config.edit.task!r}: choose one of {', '.join(EDIT_TASKS)}")
+    _validate_evaluate(config)
+
+
+def _validate_evaluate(config: ml_collections.ConfigDict) -> None:
+    ev = config.evaluate
+    for field, least in (("per_class", 1), ("batch_size", 1), ("classifier_steps", 1), ("pr_k", 1),
+                         ("inception_batch_size", 1), ("reference_images", 0), ("nll_images", 0),
+                         ("classifier_images", 0)):
+        if ev[field] < least:
+            raise ValueError(f"config.evaluate.{field}={ev[field]} must be >= {least}"
+                             + (" (0 = all)" if least == 0 else ""))
+    samples = ev.per_class * config.model.transformer.num_classes
+    if samples <= ev.pr_k or 0 < ev.reference_images <= ev.pr_k:
+        raise ValueError(f"config.evaluate.pr_k={ev.pr_k} needs more samples ({samples} = per_class x "
+                         f"classes) and reference_images ({ev.reference_images}) than pr_k")
+    if config.data.source == "fashion_mnist" and ev.split not in ("train", "test"):
+        raise ValueError(f"config.evaluate.split={ev.split!r}: Fashion-MNIST has 'train' and 'test'")
+    if not ev.split:
+        raise ValueError("config.evaluate.split is empty: name the held-out split, e.g. test")
+    if config.mode == "evaluate" and ev.inception_weights and not os.path.isfile(ev.inception_weights):
+        raise ValueError(f"config.evaluate.inception_weights={ev.inception_weights!r} is not a file: "
+                         "give the FID Inception .pth/.npz (see srdd_jax/evaluation/inception_weights.py)"
+                         " or '' to skip the Inception metrics")
     if config.init.class_embedding not in CLASS_EMBEDDING_INITS:
         raise ValueError(f"config.init.class_embedding={config.init.class_embedding!r}: choose one of "
                          f"{', '.join(CLASS_EMBEDDING_INITS)}")
@@ -65,15 +105,24 @@ def image_shape(model_cfg) -> tuple[int, int]:
     return tok.image_size, model_cfg.tokenizer.in_channels
 
 
-def load_data(config, split: str = "train") -> sources.Source:
+def load_data(config, split: str = "") -> sources.Source:
+    """config.data's images (split: default config.data.split): an in-memory Source, or for
+    large TFDS splits a tfds_source.TfdsStream with the same attributes and `batches`."""
     size, channels = image_shape(config.model)
+    split = split or config.data.split
     if config.data.source == "fashion_mnist":
         return sources.fashion_mnist(split, size, channels, config.data.root or sources.FASHION_MNIST_DIR)
+    if config.data.source == "tfds":
+        from srdd_jax.data import tfds_source
+
+        data = config.data
+        return tfds_source.load(data.name, split, size, channels, data.tfds_data_dir, data.manual_dir,
+                                data.max_in_memory_mb, data.shuffle_buffer)
     return sources.image_folder(config.data.root, size, channels)
 
 
-def _iterator(config, source, batch_size: int) -> BatchIterator:
-    return BatchIterator(source, batch_size, config.seed, jax.process_index(), jax.process_count())
+def _iterator(config, source, batch_size: int):
+    return make_iterator(source, batch_size, config.seed, jax.process_index(), jax.process_count())
 
 
 def _is_main() -> bool:
@@ -84,13 +133,20 @@ def _is_main() -> bool:
 def train_tokenizer(config, workdir: str, mesh, source) -> dict:
     run = config.tokenizer_training
     tokenizer = models.build_tokenizer(config.model)
-    tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
+    if tokenizer_losses.enabled(run):  # params {'tokenizer', 'discriminator'}, LPIPS weights frozen
+        boxed_init, tx, step, frozen = tokenizer_losses.build(config.model, run)
+    else:
+        tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
+        boxed_init, frozen = (lambda rng: models.init_params(config.model, rng, "tokenizer")), ()
+        step = steps.make_tokenizer_step(tokenizer, tx, run.vq_weight, run.beta)
     params = loop.train(
-        "tokenizer", run, workdir, mesh, _iterator(config, source, run.batch_size),
-        lambda rng: models.init_params(config.model, rng, "tokenizer"), tx,
-        steps.make_tokenizer_step(tokenizer, tx, run.vq_weight, run.beta), config.seed)
+        "tokenizer", run, workdir, mesh, _iterator(config, source, run.batch_size), boxed_init, tx,
+        step, config.seed, frozen=frozen,
+        frozen_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), frozen))
+    if tokenizer_losses.enabled(run):
+        params = params["tokenizer"]
     if _is_main():
-        images = source.images[:16].astype(np.float32) / 127.5 - 1.0
+        images = source.head(16)
         recon = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x, method=VQVAE.__call__))(
             params, images)
         outputs.save_grid(os.path.join(workdir, "samples", "tokenizer_reconstructions.png"),
@@ -105,7 +161,8 @@ def tokenizer_params(config, workdir: str, mesh, source) -> dict:
         if cfg.tokenizer.to_dict() != config.model.tokenizer.to_dict():
             raise ValueError(f"config.init.tokenizer={config.init.tokenizer} holds a tokenizer with "
                              f"{cfg.tokenizer} but config.model.tokenizer is {config.model.tokenizer}")
-        return params["tokenizer"]
+        # Replicated over the mesh like a tokenizer trained here (the sample grids decode with it).
+        return jax.device_put(params["tokenizer"], parallel.replicated(mesh))
     return train_tokenizer(config, workdir, mesh, source)
 
 
@@ -181,6 +238,53 @@ def _without_class_rows(shapes: dict) -> dict:
     return {**shapes, "class_emb": shapes.get("class_emb", {}).get("embedding", ())[1:]}
 
 
+def distill(config, workdir: str, mesh) -> dict:
+    """Scale distillation (training/distill.py): the teacher is config.distill.teacher (default
+    <workdir>/model); the student's run lives in <workdir>/distill, the student model in
+    <workdir>/student (sample it with --config.mode=sample --config.init.model=<workdir>/student)
+    and its samples in <workdir>/samples/student.png. Returns the student's params."""
+    run = config.distill
+    teacher, teacher_cfg = checkpoints.load_model(run.teacher or os.path.join(workdir, "model"))
+    ids = distillation.subset_ids(teacher_cfg.patch_nums, run.patch_nums)
+    config.model = distillation.student_config(teacher_cfg, run.patch_nums)
+    student = distillation.student_transformer_params(teacher["transformer"], teacher_cfg.patch_nums,
+                                                      ids)
+    fresh = models.abstract_params(config.model, "transformer")
+    source = load_data(config)
+    tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
+    tok_params = teacher["tokenizer"]
+    params = loop.train(
+        "distill", run, workdir, mesh, _iterator(config, source, run.batch_size),
+        lambda rng: jax.tree.map(lambda box, value: box.replace_boxed(value), fresh, student,
+                                 is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)),
+        tx, steps.make_transformer_step(models.build_transformer(config.model),
+                                        models.build_tokenizer(config.model), tx, run.label_smoothing),
+        config.seed, frozen=(tok_params,),
+        frozen_shardings=(jax.tree.map(lambda _: parallel.replicated(mesh), tok_params),))
+    params = {"tokenizer": tok_params, "transformer": params}
+    if _is_main():
+        checkpoints.save_model(os.path.join(workdir, "student"), jax.device_get(params), config.model,
+                               overwrite=True)
+        sample_grid(config, params, os.path.join(workdir, "samples", "student.png"), mesh)
+    return params
+
+
+def tokenize(config, workdir: str, mesh, source, tok_params) -> str:
+    """Encodes config.data.split once into the token cache WORKDIR/tokens/<split> (see
+    data/tokens.py) for `--config.training.cached_tokens=`; returns its path."""
+    directory = os.path.join(workdir, "tokens", "".join(c if c.isalnum() else "_"
+                                                         for c in config.data.split))
+    idx_NL, labels_N = tokens.encode_source(source, models.build_tokenizer(config.model), tok_params,
+                                            mesh, config.training.batch_size)
+    if _is_main():
+        meta = dict(tokens.tokenizer_fingerprint(config.model, tok_params),
+                    class_names=list(source.class_names), data=config.data.to_dict())
+        tokens.write_cache(directory, idx_NL, labels_N, meta)
+        logging.info("wrote %d token sequences (%d unreadable images skipped) to %s", len(idx_NL),
+                     len(source.skipped), directory)
+    return directory
+
+
 # ------------------------------------------------------------------------------------- sampling
 def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.ndarray:
     """Samples config.sample.per_class images of every class (or `labels`) into one PNG grid
@@ -225,8 +329,8 @@ def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
         if config.model.tokenizer.in_channels == 1:
             images = images.mean(axis=-1, keepdims=True)
     else:
-        images = load_data(config, "test" if config.data.source == "fashion_mnist" else "train"
-                           ).images[:ed.count].astype(np.float32) / 127.5 - 1.0
+        images = load_data(config, "test" if config.data.source == "fashion_mnist" else ""
+                           ).head(ed.count)
     labels = np.asarray(ed.labels if ed.labels else [config.model.transformer.num_classes] * len(images))
     if ed.task == "super_resolution":
         low = np.asarray(jax.image.resize(images, (len(images), size // ed.factor, size // ed.factor,
@@ -268,17 +372,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         cfg, params = var_checkpoints.convert_state_dicts(vae, var, mask=config.model.transformer.mask)
         checkpoints.save_model(model_dir, params, cfg)
         return
-    if config.mode in ("sample", "edit"):
+    if config.mode in ("sample", "edit", "evaluate"):
         params, cfg = checkpoints.load_model(config.init.model or model_dir)
         config.model = cfg
         if config.mode == "sample":
             sample_grid(config, params, os.path.join(workdir, "samples", "samples.png"), mesh)
+        elif config.mode == "evaluate":
+            from srdd_jax.evaluation import evaluate as evaluation
+
+            evaluation.evaluate(config, params, workdir, mesh)
         else:
             edit(config, params, os.path.join(workdir, "samples", f"edit_{config.edit.task}.png"), mesh)
         return
+    if config.mode == "distill":
+        distill(config, workdir, mesh)
+        return
+    if config.mode == "train" and config.training.cached_tokens:
+        cache = tokens.load_cache(config.training.cached_tokens)
+        tok = tokenizer_params(config, workdir, mesh, None if config.init.tokenizer else load_data(config))
+        tokens.check_tokenizer(cache, config.model, tok, config.training.cached_tokens)
+        logging.info("data: %d cached token sequences from %s", cache.num_examples,
+                     config.training.cached_tokens)
+        params = {"tokenizer": tok, "transformer": train_transformer(config, workdir, mesh, cache, tok)}
+        if _is_main():
+            checkpoints.save_model(model_dir, jax.device_get(params), config.model, overwrite=True)
+        return
     source = load_data(config)
-    logging.info("data: %d images, %d classes, %d unreadable skipped", len(source.labels),
+    logging.info("data: %d images, %d classes, %d unreadable skipped", source.num_examples,
                  len(source.class_names), len(source.skipped))
+    if config.mode == "tokenize":
+        tokenize(config, workdir, mesh, source, tokenizer_params(config, workdir, mesh, source))
+        return
     if config.mode == "train_tokenizer":
         params = {"tokenizer": train_tokenizer(config, workdir, mesh, source)}
     else:

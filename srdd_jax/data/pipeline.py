@@ -3,7 +3,8 @@
 Every epoch is a permutation drawn from (seed, epoch); a global batch is the next `global_batch`
 indices of it (the incomplete tail of an epoch is dropped) and each process takes its slice.
 The iterator's state is two integers, saved with checkpoints, so a resumed run sees exactly the
-batches the uninterrupted run would have seen.
+batches the uninterrupted run would have seen. `make_iterator` also serves sources that bring their
+own iterator with the same interface (streamed TFDS splits, cached tokens).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class BatchIterator:
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.source.labels))
 
+    def batch_spec(self) -> dict:
+        """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
+        return {"image": ((self.global_batch,) + self.source.images.shape[1:], np.float32),
+                "label": ((self.global_batch,), np.int32)}
+
     def get_state(self) -> dict:
         return {"epoch": int(self.epoch), "position": int(self.position)}
 
@@ -56,5 +62,16 @@ class BatchIterator:
         start = self.position + self.offset
         indices = self._order[start:start + self.local_batch]
         self.position += self.global_batch
+        return self._gather(indices)
+
+    def _gather(self, indices: np.ndarray) -> dict:
         images = self.source.images[indices].astype(np.float32) / 127.5 - 1.0
         return {"image": images, "label": self.source.labels[indices]}
+
+
+def make_iterator(source, global_batch: int, seed: int, process_index: int = 0,
+                  process_count: int = 1):
+    """BatchIterator for an in-memory Source, else the source's own resumable iterator."""
+    if isinstance(source, Source):
+        return BatchIterator(source, global_batch, seed, process_index, process_count)
+    return source.batches(global_batch, seed, process_index, process_count)

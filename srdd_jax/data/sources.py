@@ -27,6 +27,19 @@ class Source:
     class_names: tuple[str, ...]
     skipped: list[str] = dataclasses.field(default_factory=list)  # unreadable files
 
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int) -> np.ndarray:
+        """The first n images, float32 (n, H, W, C) in [-1, 1]."""
+        return self.images[:n].astype(np.float32) / 127.5 - 1.0
+
+    def ordered(self, batch: int):
+        """All images in order: yields (images uint8 (b, H, W, C), labels (b,)), b <= batch."""
+        for start in range(0, self.num_examples, batch):
+            yield self.images[start:start + batch], self.labels[start:start + batch]
+
 
 def _read_idx(path: str) -> np.ndarray:
     """Reads a gzipped IDX file (the MNIST format)."""
@@ -79,8 +92,9 @@ def fashion_mnist(split: str, image_size: int, channels: int, root: str = FASHIO
     return Source(images, labels, FASHION_MNIST_CLASSES)
 
 
-def _load_image(path: str, image_size: int, channels: int) -> np.ndarray:
-    """VAR's evaluation transform: shorter side to round(1.125 * size) (Lanczos), centre crop."""
+def read_image(path, image_size: int, channels: int) -> np.ndarray:
+    """A file path or object -> (size, size, channels) uint8 by VAR's evaluation transform:
+    shorter side to round(1.125 * size) (Lanczos), centre crop."""
     with Image.open(path) as img:
         img = img.convert("RGB" if channels == 3 else "L")
         w, h = img.size
@@ -109,7 +123,7 @@ def image_folder(root: str, image_size: int, channels: int) -> Source:
             if not file.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             try:
-                images.append(_load_image(path, image_size, channels))
+                images.append(read_image(path, image_size, channels))
                 labels.append(label)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 skipped.append(path)

@@ -18,7 +18,6 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from srdd_jax import checkpoints, parallel
-from srdd_jax.data.pipeline import BatchIterator
 from srdd_jax.training import steps
 
 
@@ -44,14 +43,16 @@ def flat_metrics(metrics: dict) -> dict:
     return flat
 
 
-def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, iterator: BatchIterator,
+def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, iterator,
           boxed_init, tx, step_fn, seed: int, frozen=(), frozen_shardings=(), writer=None,
           on_checkpoint=None):
     """Runs `step_fn(state, *frozen, batch, rng) -> (state, metrics)` for run_cfg.steps steps.
 
     Args:
       name: the run's sub-directory of workdir ('tokenizer' or 'transformer').
-      run_cfg: steps, log_every, checkpoint_every, keep_checkpoints.
+      run_cfg: steps, log_every, checkpoint_every, keep_checkpoints, profile_steps (0: no
+        profile; else one trace of that many steps in workdir/logs/name/plugins/profile).
+      iterator: a BatchIterator or any iterator with its interface (batch_spec, get/set_state).
       boxed_init: rng -> boxed params (logical partitioning metadata gives the shardings).
       frozen: extra arguments passed unchanged to every step (e.g. frozen tokenizer params).
       on_checkpoint: optional callback(step, params) after each saved checkpoint (sample grids).
@@ -73,11 +74,9 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
         start, state, data_state = restored
         iterator.set_state(data_state)
         logging.info("%s: resumed from step %d (data position %s)", name, start, data_state)
-    abstract_batch = {
-        "image": jax.ShapeDtypeStruct((iterator.global_batch,) + iterator.source.images.shape[1:],
-                                      np.float32),
-        "label": jax.ShapeDtypeStruct((iterator.global_batch,), np.int32)}
-    shard_batch = {"image": parallel.batch_sharding(mesh, 4), "label": parallel.batch_sharding(mesh, 1)}
+    spec = iterator.batch_spec()
+    abstract_batch = {key: jax.ShapeDtypeStruct(shape, dtype) for key, (shape, dtype) in spec.items()}
+    shard_batch = {key: parallel.batch_sharding(mesh, len(shape)) for key, (shape, _) in spec.items()}
     replicated = parallel.replicated(mesh)
     frozen = jax.device_put(tuple(frozen), tuple(frozen_shardings))
     jitted = jax.jit(step_fn, in_shardings=(state_shardings, *frozen_shardings, shard_batch,
@@ -91,13 +90,19 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                      memory.output_size_in_bytes / 2**20)
     writer = writer or metric_writers.create_default_writer(
         os.path.join(workdir, "logs", name), just_logging=jax.process_index() > 0)
-    report = periodic_actions.ReportProgress(num_train_steps=run_cfg.steps, writer=writer,
-                                             every_steps=run_cfg.log_every)
+    actions = [periodic_actions.ReportProgress(num_train_steps=run_cfg.steps, writer=writer,
+                                               every_steps=run_cfg.log_every)]
+    if run_cfg.profile_steps and start + 1 + run_cfg.profile_steps <= run_cfg.steps:
+        # One trace of profile_steps steps, from the first step after compilation.
+        actions.append(periodic_actions.Profile(
+            logdir=os.path.join(workdir, "logs", name), num_profile_steps=run_cfg.profile_steps,
+            profile_duration_ms=None, first_profile=start + 1, every_secs=None))
     for step in range(start, run_cfg.steps):
         batch = global_batch(next(iterator), mesh)
         state, metrics = compiled(state, *frozen, batch, step_rng)
         done = step + 1
-        report(done)
+        for action in actions:
+            action(done)
         saving = done % run_cfg.checkpoint_every == 0 or done == run_cfg.steps
         if done % run_cfg.log_every == 0 or saving:
             values = flat_metrics(jax.device_get(metrics))

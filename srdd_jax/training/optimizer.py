@@ -1,5 +1,5 @@
 """VAR's optimiser recipe: AdamW (0.9, 0.95), weight-decay groups, lr scaled by batch, warm-up then
-linear decay ('lin0'), global-norm gradient clipping."""
+linear decay ('lin0'), weight decay on a cosine from twd to twde, global-norm gradient clipping."""
 
 from __future__ import annotations
 
@@ -38,14 +38,30 @@ def lr_schedule(peak_lr: float, total_steps: int, warmup_steps: int, final_ratio
     return schedule
 
 
+def wd_schedule(start: float, end: float, total_steps: int):
+    """VAR's weight decay: wd(it) = end + (start - end) * (0.5 + 0.5 cos(pi it / (total_steps - 1))),
+    so start at step 0 and end at the last step."""
+    def schedule(step):
+        progress = jnp.minimum(jnp.asarray(step, jnp.float32) / max(total_steps - 1, 1), 1.0)
+        return end + (start - end) * (0.5 + 0.5 * jnp.cos(jnp.pi * progress))
+
+    return schedule
+
+
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int, global_batch: int):
     """optim: base_lr (per 256 images), warmup_steps, final_lr_ratio, beta1, beta2, eps,
-    weight_decay, grad_clip. Returns (optax transformation, lr schedule)."""
+    weight_decay, weight_decay_end (twde; < 0: equal to weight_decay, constant), grad_clip.
+    As in torch's AdamW, the decay applied at step t is lr(t) * wd(t) * param.
+    Returns (optax transformation, lr schedule)."""
     peak = optim.base_lr * global_batch / 256
     schedule = lr_schedule(peak, total_steps, optim.warmup_steps, optim.final_lr_ratio)
+    # A constant stays a float, so the optimiser state (and older checkpoints) keep their structure.
+    end = optim.weight_decay if optim.weight_decay_end < 0 else optim.weight_decay_end
+    weight_decay = (optim.weight_decay if end == optim.weight_decay else
+                    wd_schedule(optim.weight_decay, end, total_steps))
     tx = optax.chain(
         optax.clip_by_global_norm(optim.grad_clip),
         optax.adamw(schedule, b1=optim.beta1, b2=optim.beta2, eps=optim.eps,
-                    weight_decay=optim.weight_decay, mask=decay_mask),
+                    weight_decay=weight_decay, mask=decay_mask),
     )
     return tx, schedule

@@ -72,12 +72,17 @@ def transformer_loss(transformer: VAR, params, x_BLCv, idx_BL, labels_B, rng, la
 
 
 def make_transformer_step(transformer: VAR, tokenizer: VQVAE, tx, label_smoothing: float = 0.0):
-    """(state, tokenizer_params, batch, rng) -> (state, metrics). The tokenizer is frozen."""
+    """(state, tokenizer_params, batch, rng) -> (state, metrics). The tokenizer is frozen.
+
+    batch: {'image': (B, H, W, C), 'label': (B,)}, or {'tokens': int32 (B, L), 'label': (B,)} from
+    a token cache, which skips the encoder (the tokenizer still gives the teacher-forcing input).
+    """
 
     def step(state: TrainState, tok_params, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
         tok = {"params": tok_params}
-        idx_BL = tokenizer.apply(tok, batch["image"], method=VQVAE.encode_to_indices)
+        idx_BL = batch["tokens"] if "tokens" in batch else tokenizer.apply(
+            tok, batch["image"], method=VQVAE.encode_to_indices)
         x_BLCv = jax.lax.stop_gradient(
             tokenizer.apply(tok, idx_BL, method=VQVAE.teacher_forcing_input))
         grad_fn = jax.value_and_grad(transformer_loss, argnums=1, has_aux=True)

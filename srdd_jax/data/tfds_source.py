@@ -1,0 +1,246 @@
+"""Named TensorFlow Datasets (`data.source="tfds"`): sun397, imagenet2012, ... at the model's size.
+
+Every image gets VAR's transform (shorter side to round(1.125 * size) with Lanczos, centre crop),
+the same code as image folders, and comes out NHWC uint8, then float32 in [-1, 1] per batch.
+
+A split whose resized images fit in `max_in_memory_mb` is materialised as an in-memory `Source`
+(and batched by `BatchIterator`). Larger splits (imagenet2012: 1.28M images) are streamed by
+`TfdsStream` and never held in RAM. Streaming order and resumption:
+
+- Each process reads its own equal part of the split (`tfds.split_for_jax_process`, remainder
+  dropped), so every process has the same number of steps per epoch.
+- Epoch e reads the files in the order given by a seed drawn from (seed, e, process), then
+  shuffles the still-encoded records in a `shuffle_buffer`-record window with that seed. Both
+  are deterministic in tf.data, so (epoch, step within epoch) fixes every later batch.
+- The iterator's state is those two integers, saved with checkpoints. On resume the epoch's
+  pipeline is rebuilt and `skip`s the consumed records *before* decoding, so resuming costs a read
+  of the skipped bytes but no JPEG decoding.
+  Rejected: tf.data's checkpointable iterator stores the shuffle buffer (GBs of images) and cannot
+  be kept in the JSON data state that orbax saves beside the train state; `Dataset.save` would
+  copy the whole dataset.
+
+Unreadable images are counted and logged. In memory they are dropped; in a stream each one's slot
+in its batch is filled by a readable image of the same batch, so batch boundaries (and thus the
+resumable position) never depend on which images failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+
+import numpy as np
+from absl import logging
+
+from srdd_jax.data import sources
+
+
+@functools.cache
+def _tfds():
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    try:
+        tf.config.set_visible_devices([], "GPU")  # tf.data stays on the CPU, off the accelerators
+    except RuntimeError:  # TensorFlow already initialised (e.g. by a summary writer)
+        logging.warning("TensorFlow was initialised before the TFDS source; it may use the GPUs")
+    return tf, tfds
+
+
+def builder(name: str, data_dir: str = "", manual_dir: str = ""):
+    """The prepared TFDS builder of `name` (prepared here first if it is not yet, on one process).
+
+    Raises ValueError with the fix for an unknown name, a missing manual download or a dataset that
+    a multi-process run would have to prepare.
+    """
+    import jax
+
+    _, tfds = _tfds()
+    if not name:
+        raise ValueError("config.data.name is empty: name the TFDS dataset, e.g. "
+                         "--config.data.name=sun397 (data.source='tfds')")
+    try:
+        dataset = tfds.builder(name, data_dir=data_dir or None)
+    except tfds.core.registered.DatasetNotFoundError as err:
+        raise ValueError(f"config.data.name={name!r} is not a dataset known to tensorflow-datasets "
+                         f"{tfds.__version__}: check the spelling (tfds.list_builders()) or "
+                         f"upgrade with `pip install -U tensorflow-datasets` ({err})") from None
+    if dataset.is_prepared():
+        return dataset
+    where = data_dir or "the default ~/tensorflow_datasets"
+    if dataset.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        if not manual_dir:
+            raise ValueError(
+                f"TFDS dataset {name} is not prepared in {where} and needs a manual download: set "
+                f"config.data.manual_dir to the folder holding its files. {name} says: "
+                f"{dataset.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
+        if not os.path.isdir(manual_dir) and "://" not in manual_dir:
+            raise ValueError(f"config.data.manual_dir={manual_dir!r} does not exist: point it at "
+                             f"the folder holding {name}'s manually downloaded files")
+    if jax.process_count() > 1:
+        raise ValueError(f"TFDS dataset {name} is not prepared in {where}: prepare it once before a "
+                         f"multi-process run, e.g. `tfds build {name} --data_dir=DIR"
+                         + (f" --manual_dir={manual_dir}`" if manual_dir else "`"))
+    logging.info("preparing TFDS dataset %s in %s (once)", name, where)
+    dataset.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+    return dataset
+
+
+def _decode(encoded: bytes, image_size: int, channels: int) -> tuple[np.ndarray, bool]:
+    """Encoded image -> ((size, size, channels) uint8, readable?); zeros when unreadable."""
+    try:
+        return sources.read_image(io.BytesIO(encoded), image_size, channels), True
+    except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for corrupt files
+        logging.warning("skipping an unreadable image: %s", err)
+        return np.zeros((image_size, image_size, channels), np.uint8), False
+
+
+class TfdsStream:
+    """A TFDS split streamed through tf.data (see the module docstring for order and resume).
+
+    Attributes mirror `Source` where they can: num_examples, class_names, skipped (descriptions of
+    unreadable images met so far).
+    """
+
+    def __init__(self, dataset, split: str, image_size: int, channels: int, shuffle_buffer: int):
+        features = dataset.info.features
+        if "image" not in features:
+            raise ValueError(f"TFDS dataset {dataset.name} has no 'image' feature "
+                             f"(features: {', '.join(features)})")
+        self.dataset, self.split = dataset, split
+        self.image_size, self.channels, self.shuffle_buffer = image_size, channels, shuffle_buffer
+        self.has_labels = "label" in features
+        names = getattr(features["label"], "names", None) if self.has_labels else ["all"]
+        self.class_names = tuple(names or (str(i) for i in range(features["label"].num_classes)))
+        self.num_examples = dataset.info.splits[split].num_examples
+        self.skipped: list[str] = []
+
+    def records(self, split: str, shuffle_seed: int | None, skip: int = 0):
+        """tf.data of decoded (image uint8 (size, size, C), label int32, readable bool) examples:
+        file order and a record-level shuffle from `shuffle_seed` (None: the stored order), with
+        the first `skip` records dropped before decoding."""
+        tf, tfds = _tfds()
+        options = tf.data.Options()
+        options.deterministic = True
+        ds = self.dataset.as_dataset(
+            split=split, shuffle_files=shuffle_seed is not None,
+            decoders={"image": tfds.decode.SkipDecoding()},
+            read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options))
+        ds = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32) if self.has_labels
+                                else tf.constant(0, tf.int32)))
+        if shuffle_seed is not None:
+            ds = ds.shuffle(self.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        size, channels = self.image_size, self.channels
+
+        def decode(encoded, label):
+            image, ok = tf.numpy_function(lambda b: _decode(b, size, channels), [encoded],
+                                          (tf.uint8, tf.bool), stateful=False)
+            image.set_shape((size, size, channels))
+            ok.set_shape(())
+            return image, label, ok
+
+        return ds.skip(skip).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def ordered(self, batch: int):
+        """The whole split in stored order: yields (images uint8 (b, size, size, C), labels (b,)),
+        b <= batch, unreadable images dropped and counted."""
+        for images, labels, ok in self.records(self.split, None).batch(batch).as_numpy_iterator():
+            self._count(int(np.sum(~ok)), "stored order")
+            yield images[ok], labels[ok]
+
+    def head(self, n: int) -> np.ndarray:
+        """The first n readable images in stored order, float32 (n, size, size, C) in [-1, 1]."""
+        images, _ = next(self.ordered(n))
+        return images.astype(np.float32) / 127.5 - 1.0
+
+    def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
+        return StreamIterator(self, global_batch, seed, process_index, process_count)
+
+    def _count(self, bad: int, where: str) -> None:
+        if bad:
+            self.skipped.extend([f"{self.dataset.name}/{self.split} ({where})"] * bad)
+            logging.warning("%d unreadable images in %s/%s so far", len(self.skipped),
+                            self.dataset.name, self.split)
+
+
+class StreamIterator:
+    """Resumable batches of a `TfdsStream` for one process, the `BatchIterator` interface:
+    {'image': float32 (b, H, W, C) in [-1, 1], 'label': int32 (b,)} with b = global_batch /
+    process_count; state {'epoch', 'position'} (position: steps done in the epoch)."""
+
+    def __init__(self, stream: TfdsStream, global_batch: int, seed: int, process_index: int = 0,
+                 process_count: int = 1):
+        _, tfds = _tfds()
+        if global_batch % process_count:
+            raise ValueError(f"batch_size={global_batch} must be divisible by the {process_count} "
+                             "processes")
+        self.stream, self.global_batch, self.seed = stream, global_batch, seed
+        self.local_batch = global_batch // process_count
+        self.process_index = process_index
+        self.split = tfds.split_for_jax_process(stream.split, process_index=process_index,
+                                                process_count=process_count, drop_remainder=True)
+        self.steps_per_epoch = stream.dataset.info.splits[self.split].num_examples // self.local_batch
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size={global_batch} exceeds the {stream.num_examples} images of "
+                             f"{stream.dataset.name}/{stream.split}: lower batch_size")
+        self.epoch, self.position, self._batches = 0, 0, None
+
+    def batch_spec(self) -> dict:
+        """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
+        size, channels = self.stream.image_size, self.stream.channels
+        return {"image": ((self.global_batch, size, size, channels), np.float32),
+                "label": ((self.global_batch,), np.int32)}
+
+    def get_state(self) -> dict:
+        return {"epoch": int(self.epoch), "position": int(self.position)}
+
+    def set_state(self, state: dict) -> None:
+        self.epoch, self.position, self._batches = int(state["epoch"]), int(state["position"]), None
+
+    def _open(self):
+        seed = int(np.random.default_rng([self.seed, self.epoch, self.process_index]).integers(2**31))
+        ds = self.stream.records(self.split, seed, skip=self.position * self.local_batch)
+        return ds.batch(self.local_batch, drop_remainder=True).prefetch(2).as_numpy_iterator()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self.position == self.steps_per_epoch:
+            self.epoch, self.position, self._batches = self.epoch + 1, 0, None
+        if self._batches is None:
+            self._batches = self._open()
+        images, labels, ok = next(self._batches)
+        if not ok.all():
+            if not ok.any():
+                raise ValueError(f"a whole batch of {self.stream.dataset.name} is unreadable "
+                                 f"(epoch {self.epoch}, step {self.position})")
+            self.stream._count(int(np.sum(~ok)), f"epoch {self.epoch}")
+            fill = np.flatnonzero(ok)[np.arange(np.sum(~ok)) % np.sum(ok)]
+            images, labels = images.copy(), labels.copy()  # tf.data's buffers are read-only
+            images[~ok], labels[~ok] = images[fill], labels[fill]
+        self.position += 1
+        return {"image": images.astype(np.float32) / 127.5 - 1.0, "label": labels}
+
+
+def load(name: str, split: str, image_size: int, channels: int, data_dir: str = "",
+         manual_dir: str = "", max_in_memory_mb: float = 2048, shuffle_buffer: int = 4096):
+    """A TFDS split at the model's size: an in-memory `Source` when its resized uint8 images take
+    at most max_in_memory_mb, else a `TfdsStream`."""
+    dataset = builder(name, data_dir, manual_dir)
+    try:
+        dataset.info.splits[split]
+    except (KeyError, ValueError):
+        raise ValueError(f"config.data.split={split!r}: TFDS dataset {name} has splits "
+                         f"{', '.join(dataset.info.splits)} (slices like 'train[:90%]' work too)") from None
+    stream = TfdsStream(dataset, split, image_size, channels, shuffle_buffer)
+    size_mb = stream.num_examples * image_size * image_size * channels / 2**20
+    if size_mb > max_in_memory_mb:
+        logging.info("%s/%s: streaming %d images (%.0f MiB resized > data.max_in_memory_mb=%s)",
+                     name, split, stream.num_examples, size_mb, max_in_memory_mb)
+        return stream
+    images, labels = zip(*stream.ordered(1024))
+    return sources.Source(np.concatenate(images), np.concatenate(labels).astype(np.int32),
+                          stream.class_names, stream.skipped)

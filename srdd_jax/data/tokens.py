@@ -1,0 +1,140 @@
+"""Token caches: a split encoded once by the frozen tokenizer (`mode=tokenize`), then read by
+transformer training (`training.cached_tokens=DIR`), whose step then skips the tokenizer's encoder
+and builds the teacher-forcing input from the cached indices.
+
+A cache directory (`WORKDIR/tokens/<split>`) holds `tokens.npy` (N, L) int16 (int32 when the
+vocabulary exceeds 32767), memory-mapped when read, so ImageNet's 1.28M x 680 tokens (1.7 GB) need
+not fit in RAM; `labels.npy` (N,) int32; and `meta.json`: the tokenizer that made it (its config,
+patch_nums and a sha256 of its parameters), the class names and the data config. Training refuses
+a cache made by another tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+from srdd_jax import parallel
+from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.tokenizer.vqvae import VQVAE
+
+TOKENS_FILE, LABELS_FILE, META_FILE = "tokens.npy", "labels.npy", "meta.json"
+
+
+def tokenizer_fingerprint(model_cfg, tok_params) -> dict:
+    """{'tokenizer': config dict, 'patch_nums': [...], 'params_sha256': hex} of a tokenizer."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tok_params))[0]:
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return json.loads(json.dumps({"tokenizer": model_cfg.tokenizer.to_dict(),
+                                  "patch_nums": list(model_cfg.patch_nums),
+                                  "params_sha256": digest.hexdigest()}))
+
+
+@dataclasses.dataclass
+class TokenCache:
+    tokens: np.ndarray  # (N, L) int16/int32, memory-mapped
+    labels: np.ndarray  # (N,) int32
+    meta: dict
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["class_names"])
+
+    def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
+        return TokenBatchIterator(self, global_batch, seed, process_index, process_count)
+
+
+class TokenBatchIterator(BatchIterator):
+    """BatchIterator's order and state over a token cache: {'tokens': int32 (b, L), 'label': (b,)}."""
+
+    def batch_spec(self) -> dict:
+        """{'tokens': ((B, L), int32), 'label': ((B,), int32)} for the global batch."""
+        return {"tokens": ((self.global_batch, self.source.tokens.shape[1]), np.int32),
+                "label": ((self.global_batch,), np.int32)}
+
+    def _gather(self, indices: np.ndarray) -> dict:
+        order = np.argsort(indices)  # sorted reads from the memory map, then back to batch order
+        tokens = np.empty((len(indices), self.source.tokens.shape[1]), np.int32)
+        tokens[order] = self.source.tokens[indices[order]]
+        return {"tokens": tokens, "label": np.asarray(self.source.labels[indices], np.int32)}
+
+
+def token_dtype(vocab_size: int):
+    """int16 when every index fits, else int32."""
+    return np.int16 if vocab_size <= np.iinfo(np.int16).max + 1 else np.int32
+
+
+def write_cache(directory: str, tokens_NL: np.ndarray, labels_N: np.ndarray, meta: dict) -> None:
+    """Writes a cache; tokens are stored as int16 when the vocabulary allows."""
+    os.makedirs(directory, exist_ok=True)
+    np.save(os.path.join(directory, TOKENS_FILE),
+            tokens_NL.astype(token_dtype(meta["tokenizer"]["vocab_size"])))
+    np.save(os.path.join(directory, LABELS_FILE), labels_N.astype(np.int32))
+    with open(os.path.join(directory, META_FILE), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def load_cache(directory: str) -> TokenCache:
+    meta_path = os.path.join(directory, META_FILE)
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"config.training.cached_tokens={directory!r} holds no token cache "
+                                f"({META_FILE} missing): write one with --config.mode=tokenize, "
+                                "which creates WORKDIR/tokens/<split>")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    tokens = np.load(os.path.join(directory, TOKENS_FILE), mmap_mode="r")
+    labels = np.load(os.path.join(directory, LABELS_FILE))
+    return TokenCache(tokens, labels, meta)
+
+
+def check_tokenizer(cache: TokenCache, model_cfg, tok_params, directory: str) -> None:
+    """Raises ValueError unless the cache was made by this tokenizer (config, patch_nums, params)."""
+    want = tokenizer_fingerprint(model_cfg, tok_params)
+    for key, what in (("patch_nums", "patch_nums"), ("tokenizer", "tokenizer config"),
+                      ("params_sha256", "tokenizer parameters")):
+        if cache.meta[key] != want[key]:
+            raise ValueError(
+                f"config.training.cached_tokens={directory!r} was made by a tokenizer with other "
+                f"{what} ({cache.meta[key]} vs this run's {want[key]}): re-run "
+                "--config.mode=tokenize with this run's tokenizer, or point "
+                "config.init.tokenizer at the one that made the cache")
+
+
+def encode_source(source, tokenizer: VQVAE, tok_params, mesh, batch_size: int):
+    """Encodes every image of `source` in order: returns (tokens (N, L) int16, or int32 for
+    vocabularies over 32768, and labels (N,) int32).
+
+    Batches are sharded over the mesh; each process feeds its slice of every batch and all get
+    the whole result.
+    """
+    replicated = parallel.replicated(mesh)
+    sharding = parallel.batch_sharding(mesh, 4)
+    encode = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x, method=VQVAE.encode_to_indices),
+                     in_shardings=(replicated, sharding), out_shardings=replicated)
+    tok_params = jax.device_put(tok_params, replicated)
+    local = batch_size // jax.process_count()
+    start = jax.process_index() * local
+    all_tokens, all_labels = [], []
+    dtype = token_dtype(tokenizer.vocab_size)
+    for images, labels in source.ordered(batch_size):
+        padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
+        padded[:len(images)] = images.astype(np.float32) / 127.5 - 1.0
+        batch = jax.make_array_from_process_local_data(sharding, padded[start:start + local])
+        idx = encode(tok_params, batch)
+        all_tokens.append(np.asarray(idx.addressable_data(0))[:len(images)].astype(dtype))
+        all_labels.append(labels)
+        logging.log_every_n_seconds(logging.INFO, "tokenize: %d/%d images", 30,
+                                    sum(map(len, all_labels)), source.num_examples)
+    return np.concatenate(all_tokens), np.concatenate(all_labels).astype(np.int32)
