@@ -46,7 +46,6 @@ class Bucket:
 
     scale_ids: tuple[int, ...]
     width: int
-    context_width: int  # var mask: cached tokens visible to this bucket's last scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +99,7 @@ def validate_scale_subset(patch_nums: Sequence[int], scale_ids: Sequence[int] | 
 
 
 def build_layout(patch_nums: Sequence[int], scale_ids: Sequence[int] | None = None,
-                 bucket_cost: int = 32, mask: str = "markov") -> Layout:
+                 bucket_cost: int = 32) -> Layout:
     """Tables for sampling the scales `scale_ids` (default all) of a model with `patch_nums`."""
     ids = validate_scale_subset(patch_nums, scale_ids)
     pns = tuple(patch_nums[i] for i in ids)
@@ -123,6 +122,6 @@ def build_layout(patch_nums: Sequence[int], scale_ids: Sequence[int] | None = No
         down[k, :n] = token_grid_matrix(area_matrix(side, pn), area_matrix(side, pn))
         up[k, :, :n] = token_grid_matrix(bicubic_matrix(pn, side), bicubic_matrix(pn, side))
     buckets = tuple(
-        Bucket(tuple(g), width_of[g[0]], begins[g[-1]] if mask == "var" else 0) for g in groups
+        Bucket(tuple(g), width_of[g[0]]) for g in groups
     )
     return Layout(pns, ids, begins, buckets, positions, valid, down, up)

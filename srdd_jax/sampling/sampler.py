@@ -6,7 +6,10 @@ sampling distribution; tokens are drawn; masked resampling (MR) redraws low-conf
 nested `fori_loop`; known tokens (editing) are forced; f_hat += phi(bicubic(codes)).
 
 Attention context by mask:
-- ``var``: a KV cache of every earlier scale (fixed (N, 2B, L, H, D) buffers, unused slots masked);
+- ``var``: a KV cache of every earlier scale, one fixed-size (N, 2B, l, H, D) buffer per size bucket:
+  a bucket's loop carries (and writes) only its own buffer, earlier buckets' buffers are read in
+  place as separate key segments (one softmax over all segments, `attend_segments`), so the cache
+  is never copied or concatenated as a whole, and unused slots are masked;
 - ``markov``: none: each scale attends only to its own tokens;
 - ``markov_prev``: the previous scale's keys/values only, so memory is bounded by the largest scale.
 
@@ -95,7 +98,7 @@ class Sampler:
         self.tokenizer = models.build_tokenizer(model_cfg)
         self.transformer = models.build_transformer(model_cfg, mask=mask)
         self.layout = layout.build_layout(model_cfg.patch_nums, settings.scale_ids,
-                                          settings.bucket_cost, mask)
+                                          settings.bucket_cost)
         k = len(self.layout.patch_nums)
         self.weights = guidance.guidance_weights(settings.cfg_schedule, settings.cfg, k,
                                                  settings.cfg_list)
@@ -122,7 +125,7 @@ class Sampler:
     def cache_bytes(self, batch_size: int) -> int:
         """Bytes of the attention context buffers (KV cache / previous-scale keys and values)."""
         tr = self.model_cfg.transformer
-        width = {"var": self._cache_length(), "markov": 0,
+        width = {"var": sum(self._bucket_cache_widths()), "markov": 0,
                  "markov_prev": self.layout.max_width}[self.mask]
         rows = 2 * batch_size if self.use_cfg else batch_size
         itemsize = jnp.dtype(models.DTYPES[tr.dtype]).itemsize
@@ -198,9 +201,11 @@ class Sampler:
                     resampled_K=parallel.replicated(mesh))
 
     # ---------------------------------------------------------------------------- internals
-    def _cache_length(self) -> int:
-        return max(self.layout.begins[k] + bucket.width
-                   for bucket in self.layout.buckets for k in bucket.scale_ids)
+    def _bucket_cache_widths(self) -> list[int]:
+        """var mask: slots of each bucket's cache buffer (its scales' tokens, then the last scale's
+        padding: scale k writes `width` keys at its offset, the next scale overwrites the padding)."""
+        begins = self.layout.begins
+        return [begins[b.scale_ids[-1]] - begins[b.scale_ids[0]] + b.width for b in self.layout.buckets]
 
     def _sample(self, tok_params, tr_params, tables, labels_B, rng, known_idx_BL, known_BL):
         s, lay = self.settings, self.layout
@@ -283,47 +288,39 @@ class Sampler:
             return body
 
         depth = tr_cfg.depth
-        if self.mask == "var":
-            cache_len = self._cache_length()
-            ctx = (jnp.zeros((depth, rows, cache_len, heads, head_dim), dtype),
-                   jnp.zeros((depth, rows, cache_len, heads, head_dim), dtype))
-        elif self.mask == "markov_prev":
-            ctx = None  # set per bucket (its width)
-        else:
-            ctx = ()
+        finished = []  # var mask: (k_N, v_N, valid) cache segments of the buckets already sampled
+        ctx = None if self.mask == "markov_prev" else ()  # markov_prev: set per bucket (its width)
 
         f_hat = jnp.zeros((b, side * side, cv), jnp.float32)
         idx_out = jnp.zeros((b, length + pad), jnp.int32)
         conf_out = jnp.zeros((b, length + pad), jnp.float32)
         counts = jnp.zeros((len(lay.patch_nums),), jnp.int32)
-        for bucket in lay.buckets:
+        for bucket, cache_width in zip(lay.buckets, self._bucket_cache_widths()):
             width = bucket.width
+            first_begin = lay.begins[bucket.scale_ids[0]]
             if self.mask == "var":
-                ctx_width = bucket.context_width
+                ctx = tuple(jnp.zeros((depth, rows, cache_width, heads, head_dim), dtype) for _ in "kv")
 
-                def context_of(ctx, k, width, ctx_width=ctx_width):
-                    if ctx_width == 0:
-                        return None
-                    valid = jnp.arange(ctx_width) < tables["begins"][k]
-                    return (ctx[0][:, :, :ctx_width], ctx[1][:, :, :ctx_width],
-                            jnp.broadcast_to(valid, (rows, ctx_width)))
+                def context_of(ctx, k, width, cache_width=cache_width, first_begin=first_begin):
+                    valid = jnp.arange(cache_width) < tables["begins"][k] - first_begin
+                    return finished + [(ctx[0], ctx[1], jnp.broadcast_to(valid, (rows, cache_width)))]
 
-                def store(ctx, k, width, keys, values):
-                    begin = tables["begins"][k]
-                    return (jax.lax.dynamic_update_slice_in_dim(ctx[0], keys, begin, axis=2),
-                            jax.lax.dynamic_update_slice_in_dim(ctx[1], values, begin, axis=2))
+                def store(ctx, k, width, keys, values, first_begin=first_begin):
+                    offset = tables["begins"][k] - first_begin
+                    return (jax.lax.dynamic_update_slice_in_dim(ctx[0], keys, offset, axis=2),
+                            jax.lax.dynamic_update_slice_in_dim(ctx[1], values, offset, axis=2))
             elif self.mask == "markov_prev":
                 ctx = _fit_previous(ctx, width, depth, rows, heads, head_dim, dtype)
 
                 def context_of(ctx, k, width):
-                    return ctx
+                    return [ctx]
 
                 def store(ctx, k, width, keys, values):
                     valid = jnp.broadcast_to(tables["valid"][k, :width], (rows, width))
                     return keys, values, valid
             else:
                 def context_of(ctx, k, width):
-                    return None
+                    return []
 
                 def store(ctx, k, width, keys, values):
                     return ctx
@@ -331,6 +328,11 @@ class Sampler:
             f_hat, idx_out, conf_out, counts, ctx = jax.lax.fori_loop(
                 bucket.scale_ids[0], bucket.scale_ids[-1] + 1,
                 scale_body(width, context_of, store), (f_hat, idx_out, conf_out, counts, ctx))
+            if self.mask == "var":
+                last = bucket.scale_ids[-1]
+                filled = lay.begins[last] + lay.patch_nums[last] ** 2 - first_begin
+                valid = jnp.broadcast_to(jnp.arange(cache_width) < filled, (rows, cache_width))
+                finished.append((ctx[0], ctx[1], valid))
         return dict(idx_BL=idx_out[:, :length], confidence_BL=conf_out[:, :length],
                     f_hat_BhwC=f_hat.reshape(b, side, side, cv), resampled_K=counts)
 

@@ -10,6 +10,7 @@ channels. Inputs are labels (B,) and the teacher-forcing tokens x_BLCv (B, L - p
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -78,6 +79,37 @@ def attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, key_valid_Bk=None) -> j
         logits = jnp.where(key_valid_Bk[:, None, None, :], logits, -jnp.inf)
     weights = jax.nn.softmax(logits, axis=-1).astype(v_BkHD.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v_BkHD)
+
+
+def attend_segments(q_BqHD, segments, softmax_scale: float) -> jax.Array:
+    """Softmax attention over keys split into segments, without concatenating them (inference).
+
+    One softmax across all segments: logits per segment, one running max, and the outputs summed
+    and normalised once at the end, so a KV cache is read where it lies instead of being copied
+    next to the new keys. Every query must see at least one valid key.
+
+    Args:
+      q_BqHD: queries (B, q, H, D).
+      segments: sequence of (k_BkHD, v_BkHD, valid_Bk), one per key segment (k may differ); valid
+        is (B, k) bool.
+      softmax_scale: multiplies the logits.
+    Returns:
+      (B, q, H, D) in the dtype of the values.
+    """
+    logits = [
+        jnp.where(valid[:, None, None, :],
+                  jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k).astype(jnp.float32) * softmax_scale,
+                  -jnp.inf)
+        for k, _, valid in segments
+    ]
+    peak_BHq = functools.reduce(jnp.maximum, [jnp.max(lg, axis=-1) for lg in logits])
+    total_BHq = jnp.zeros_like(peak_BHq)
+    out_BqHD = jnp.zeros(q_BqHD.shape, jnp.float32)
+    for lg, (_, v, _) in zip(logits, segments):
+        weights = jnp.exp(lg - peak_BHq[..., None])
+        total_BHq = total_BHq + jnp.sum(weights, axis=-1)
+        out_BqHD = out_BqHD + jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+    return (out_BqHD / jnp.transpose(total_BHq, (0, 2, 1))[..., None]).astype(segments[0][1].dtype)
 
 
 class SelfAttention(nn.Module):
@@ -150,19 +182,16 @@ class SelfAttention(nn.Module):
 
         Args:
           x_BlC: this scale's (padded) tokens (B, l, C).
-          context: None, or (k_BcHD, v_BcHD, valid_Bc) keys/values of earlier scales.
+          context: sequence of (k_BcHD, v_BcHD, valid_Bc) key segments of earlier scales (may be
+            empty); attended together with this scale's own keys, never concatenated.
           own_valid_Bl: (B, l) bool, False on padding tokens.
         Returns:
           (out_BlC, k_BlHD, v_BlHD): the output and this scale's keys/values.
         """
         q, k, v = self.project(x_BlC)
-        keys, values, valid = k, v, own_valid_Bl
-        if context is not None:
-            ctx_k, ctx_v, ctx_valid = context
-            keys = jnp.concatenate([ctx_k.astype(k.dtype), k], axis=1)
-            values = jnp.concatenate([ctx_v.astype(v.dtype), v], axis=1)
-            valid = jnp.concatenate([ctx_valid, own_valid_Bl], axis=1)
-        return self.output(attend(q, keys, values, self.softmax_scale, valid)), k, v
+        segments = [(ck.astype(k.dtype), cv.astype(v.dtype), valid) for ck, cv, valid in context]
+        out = attend_segments(q, segments + [(k, v, own_valid_Bl)], self.softmax_scale)
+        return self.output(out), k, v
 
 
 class FFN(nn.Module):
@@ -391,8 +420,8 @@ class VAR(nn.Module):
         Args:
           x_BlC: `embed_scale` output (B, l, C).
           cond_BC: class embeddings (B, C).
-          contexts: None, or (k_NBcHD, v_NBcHD, valid_Bc): keys/values of the scales this one
-            attends to, stacked over the N blocks.
+          contexts: sequence of key segments (k_NBcHD, v_NBcHD, valid_Bc) this scale attends to
+            besides itself, keys/values stacked over the N blocks (empty for the markov mask).
           own_valid_Bl: (B, l) bool, False on padding.
         Returns:
           (logits_BlV float32, k_NBlHD, v_NBlHD) with this scale's keys/values for later scales.
@@ -400,7 +429,7 @@ class VAR(nn.Module):
         block_cond = self.block_condition(cond_BC)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
-            context = None if contexts is None else (contexts[0][i], contexts[1][i], contexts[2])
+            context = [(k_N[i], v_N[i], valid) for k_N, v_N, valid in contexts]
             x_BlC, k, v = block.step(x_BlC, block_cond, context, own_valid_Bl)
             keys.append(k)
             values.append(v)
