@@ -117,7 +117,7 @@ def install_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                       gcloud(args, "scp", local, f"{args.name}:{ARCHIVE}", "--worker=all")))
         remote.append(f"mkdir -p {CODE_DIR} && tar -xzf {ARCHIVE} -C {CODE_DIR}")
     remote.append(f"cd {CODE_DIR} && {py} -m venv .venv && .venv/bin/pip install -q -U pip && "
-                  '.venv/bin/pip install -q -e . "jax[tpu]"')
+                  ".venv/bin/pip install -q -e '.[gcs]' 'jax[tpu]'")
     remote += ["mkdir -p data"] * bool(args.stage)
     remote += [f"gcloud storage cp -r {shlex.quote(folder.rstrip('/'))} data/" for folder in args.stage]
     description = "install Python, the code and jax[tpu] on every worker"

@@ -33,7 +33,7 @@ def test_tpu_pod_up_dry_run():
     assert pack[:2] == ["git", "-C"] and "archive" in pack
     assert copy[4] == "scp" and "--worker=all" in copy
     assert install[4:6] == ["ssh", "srdd"] and "--worker=all" in install
-    assert "jax[tpu]" in install[-2] and "-e ." in install[-2]
+    assert "jax[tpu]" in install[-2] and ".[gcs]" in install[-2]
     assert train[4:6] == ["ssh", "srdd"] and "--worker=all" in train and "--zone=us-central2-b" in train
     remote = shlex.split(train[-2].removeprefix("--command="))
     assert "SRDD_MULTIHOST=1" in remote
