@@ -48,6 +48,7 @@ def load_model(directory: str, shardings=None):
                                 "directory (python -m srdd_jax.convert ... --out=DIR)?")
     raw = json.loads(config_path.read_text())
     raw["patch_nums"] = tuple(raw["patch_nums"])
+    raw["tokenizer_patch_nums"] = tuple(raw.get("tokenizer_patch_nums", ()))
     raw["tokenizer"]["ch_mult"] = tuple(raw["tokenizer"]["ch_mult"])
     cfg = ml_collections.ConfigDict(raw)
     models.validate(cfg)

@@ -3,6 +3,8 @@
 A model config is an `ml_collections.ConfigDict`:
 
     patch_nums: tuple of scale sides, e.g. (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    tokenizer_patch_nums: the pyramid the tokenizer was trained on (its Phi per scale); () means
+                patch_nums. Set for a scale-distilled student, whose patch_nums are a subset of it.
     tokenizer:  vocab_size, z_channels, ch, ch_mult, num_res_blocks, quant_resi, share_quant_resi,
                 using_sa, using_mid_sa, in_channels
     transformer: depth, embed_dim, num_heads, mlp_ratio, num_classes, attn_l2_norm, shared_aln,
@@ -50,9 +52,10 @@ def transformer_config(depth: int = 16, **overrides) -> ml_collections.ConfigDic
     return cfg
 
 
-def model_config(patch_nums=PATCH_NUMS_256, tokenizer=None, transformer=None):
+def model_config(patch_nums=PATCH_NUMS_256, tokenizer=None, transformer=None, tokenizer_patch_nums=()):
     return ml_collections.ConfigDict(dict(
         patch_nums=tuple(patch_nums),
+        tokenizer_patch_nums=tuple(tokenizer_patch_nums),
         tokenizer=tokenizer if tokenizer is not None else tokenizer_config(),
         transformer=transformer if transformer is not None else transformer_config(),
     ))
@@ -61,6 +64,12 @@ def model_config(patch_nums=PATCH_NUMS_256, tokenizer=None, transformer=None):
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first bad field of a model config and how to fix it."""
     scales.validate_patch_nums(cfg.patch_nums)
+    full = tuple(cfg.get("tokenizer_patch_nums") or ())
+    if full:
+        scales.validate_patch_nums(full)
+        if not set(cfg.patch_nums) <= set(full) or cfg.patch_nums[-1] != full[-1]:
+            raise ValueError(f"model.patch_nums={tuple(cfg.patch_nums)} must be a subset of "
+                             f"model.tokenizer_patch_nums={full} ending with its last scale")
     tok, tr = cfg.tokenizer, cfg.transformer
     levels = len(tok.ch_mult)
     if tok.ch % 32:
@@ -93,6 +102,7 @@ def build_tokenizer(cfg: ml_collections.ConfigDict) -> VQVAE:
         patch_nums=tuple(cfg.patch_nums), quant_resi=tok.quant_resi,
         share_quant_resi=tok.share_quant_resi, using_sa=tok.using_sa,
         using_mid_sa=tok.using_mid_sa, in_channels=tok.in_channels,
+        phi_patch_nums=tuple(cfg.get("tokenizer_patch_nums") or ()),
     )
 
 

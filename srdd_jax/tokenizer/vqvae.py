@@ -36,6 +36,10 @@ class VQVAE(nn.Module):
     using_sa: bool = True
     using_mid_sa: bool = True
     in_channels: int = 3
+    # The pyramid the tokenizer was trained on, which fixes each scale's Phi; () = patch_nums. A
+    # distilled student quantises on a subset of it: its scale k uses the Phi of that scale's level
+    # here, as the sampler does when it samples a subset (SamplerSettings.scale_ids).
+    phi_patch_nums: Sequence[int] = ()
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
@@ -45,10 +49,11 @@ class VQVAE(nn.Module):
         self.decoder = Decoder(out_channels=self.in_channels, **arch)
         self.quant_conv = conv(self.z_channels, 3, "quant_conv", self.dtype)
         self.post_quant_conv = conv(self.z_channels, 3, "post_quant_conv", self.dtype)
+        full = tuple(self.phi_patch_nums) or tuple(self.patch_nums)
         self.quantize = MultiScaleQuantizer(
-            self.vocab_size, self.z_channels, len(self.patch_nums), self.quant_resi,
-            self.share_quant_resi,
+            self.vocab_size, self.z_channels, len(full), self.quant_resi, self.share_quant_resi,
         )
+        self.levels = jnp.asarray([full.index(pn) for pn in self.patch_nums], jnp.int32)
 
     @property
     def latent_size(self) -> int:
@@ -76,8 +81,9 @@ class VQVAE(nn.Module):
 
     # ------------------------------------------------------------------------ multi-scale quantizer
     def phi(self, h_BhwC: jax.Array, si) -> jax.Array:
-        """Scale si's Phi refinement conv, (B, h, w, C) -> same."""
-        return self.quantize.phi(h_BhwC, si)
+        """Scale si's Phi refinement conv (the Phi of its level in phi_patch_nums), (B, h, w, C)
+        -> same; si may be traced."""
+        return self.quantize.phi(h_BhwC, self.levels[si])
 
     def embed_scale(self, idx_Bl: jax.Array, pn: int) -> jax.Array:
         """Indices (B, pn*pn) -> code map (B, pn, pn, C)."""

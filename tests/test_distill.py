@@ -1,0 +1,98 @@
+"""Scale distillation: student init, consistency with subset sampling, training, config errors."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from srdd_jax import checkpoints, experiment, experiment_config, models
+from srdd_jax.data import sources
+from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.training import distill, optimizer, steps
+
+
+def _teacher():
+    cfg = experiment_config.tiny_model()
+    params = {which: jax.device_get(nn.unbox(models.init_params(cfg, jax.random.key(i), which)))
+              for i, which in enumerate(("tokenizer", "transformer"))}
+    return cfg, params
+
+
+def _student(cfg, params, subset):
+    ids = distill.subset_ids(cfg.patch_nums, subset)
+    student_cfg = distill.student_config(cfg, subset)
+    return student_cfg, {"tokenizer": params["tokenizer"], "transformer":
+                         distill.student_transformer_params(params["transformer"], cfg.patch_nums, ids)}
+
+
+def test_student_starts_as_the_teacher_sampled_on_the_subset():
+    cfg, params = _teacher()
+    student_cfg, student = _student(cfg, params, (2, 4))  # drops the first scale: pos_start changes
+    tr, st = params["transformer"], student["transformer"]
+    np.testing.assert_array_equal(st["pos_embed"], tr["pos_embed"][1:])  # scales 1 (4) and 2 (16)
+    np.testing.assert_array_equal(st["lvl_embed"]["embedding"], tr["lvl_embed"]["embedding"][[1, 2]])
+    np.testing.assert_array_equal(st["pos_start"], np.repeat(tr["pos_start"], 4, axis=0))
+    shapes = jax.tree.map(np.shape, nn.unbox(models.abstract_params(student_cfg, "transformer")))
+    assert jax.tree.map(np.shape, st) == shapes
+    # (1, 2, 4) -> (2, 4) changes VAR's Phi choice for 2 scales, so this also checks the Phi view.
+    settings = dict(greedy=True, cfg=1.5)
+    labels = np.array([0, 3, 10])
+    ref = Sampler(cfg, SamplerSettings(scale_ids=(1, 2), **settings)).sample(params, labels,
+                                                                            jax.random.key(0))
+    out = Sampler(student_cfg, SamplerSettings(**settings)).sample(student, labels, jax.random.key(0))
+    np.testing.assert_array_equal(out["idx_BL"], ref["idx_BL"])
+    np.testing.assert_allclose(out["f_hat_BhwC"], ref["f_hat_BhwC"], atol=1e-5)
+
+
+def test_distill_step_lowers_the_loss():
+    cfg, params = _teacher()
+    student_cfg, student = _student(cfg, params, (1, 4))
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32),
+             "label": np.arange(8, dtype=np.int32)}
+    run = experiment_config.run_config(20, 8, 0.3)
+    run.optim.warmup_steps = 0
+    tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
+    step = jax.jit(steps.make_transformer_step(models.build_transformer(student_cfg),
+                                               models.build_tokenizer(student_cfg), tx))
+    state = steps.TrainState(step=np.int32(0), params=student["transformer"],
+                             opt_state=tx.init(student["transformer"]))
+    losses = []
+    for _ in range(6):
+        state, metrics = step(state, student["tokenizer"], batch, jax.random.key(0))
+        losses.append(float(metrics["loss"]))
+        assert metrics["loss_per_scale"].shape == (2,)
+    assert losses[-1] < losses[0] - 0.1, losses
+
+
+@pytest.mark.parametrize("subset", [(1, 2), (4, 2), (1, 3, 4), ()])
+def test_bad_subset_names_the_field(subset):
+    cfg = experiment_config.base_config(experiment_config.tiny_model())
+    cfg.mode, cfg.distill.patch_nums = "distill", subset
+    cfg.training.batch_size = cfg.tokenizer_training.batch_size = cfg.distill.batch_size = 8
+    with pytest.raises(ValueError, match=r"config\.distill\.patch_nums"):
+        experiment.validate_config(cfg)
+
+
+def test_distill_mode_writes_a_samplable_student(tmp_path, monkeypatch):
+    cfg, params = _teacher()
+    checkpoints.save_model(str(tmp_path / "teacher"), params, cfg)
+    rng = np.random.default_rng(0)
+    source = sources.Source(rng.integers(0, 256, (32, 16, 16, 1)).astype(np.uint8),
+                            (np.arange(32) % 10).astype(np.int32), tuple("abcdefghij"))
+    monkeypatch.setattr(experiment, "load_data", lambda config, split="train": source)
+    config = experiment_config.base_config(experiment_config.tiny_model())
+    config.mode = "distill"
+    config.distill.update(dict(teacher=str(tmp_path / "teacher"), patch_nums=(1, 4), steps=2,
+                               batch_size=8, log_every=1, checkpoint_every=2))
+    config.sample.per_class, config.sample.batch_size = 1, 8  # 8 host devices
+    workdir = tmp_path / "run"
+    experiment.run(config, str(workdir))
+    student, student_cfg = checkpoints.load_model(str(workdir / "student"))
+    assert student_cfg.patch_nums == (1, 4) and student_cfg.tokenizer_patch_nums == (1, 2, 4)
+    assert student["transformer"]["pos_embed"].shape[0] == 17
+    assert (workdir / "samples" / "student.png").is_file() and (workdir / "distill").is_dir()
+    config.mode, config.init.model = "sample", str(workdir / "student")
+    config.model = experiment_config.tiny_model()
+    experiment.run(config, str(workdir))
+    assert np.load(workdir / "samples" / "samples.npz")["idx"].shape == (10, 17)
