@@ -1,0 +1,81 @@
+"""The Colab notebooks run top to bottom on the tiny demo checkpoint (papermill, this interpreter's
+kernel; the install cell is skipped)."""
+
+import importlib.util
+import os
+import re
+
+import jax
+import nbformat
+import numpy as np
+import papermill
+import pytest
+from conftest import REPO_ROOT
+from PIL import Image
+
+from srdd_jax import experiment
+from srdd_jax.data import sources
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory):
+    """DIR/model of `python -m srdd_jax.main --config=configs/demo.py:tiny --workdir=DIR`, made
+    in-process with two steps per stage."""
+    if not os.path.isdir(sources.FASHION_MNIST_DIR):
+        pytest.skip("needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
+    spec = importlib.util.spec_from_file_location("demo_config", REPO_ROOT / "configs" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    config = demo.get_config("tiny")
+    for run in (config.tokenizer_training, config.training):
+        run.steps = run.checkpoint_every = 2
+    workdir = tmp_path_factory.mktemp("demo")
+    experiment.run(config, str(workdir))
+    return workdir / "model"
+
+
+def _execute(tmp_path, monkeypatch, name: str, **parameters) -> nbformat.NotebookNode:
+    """Runs a notebook in a fresh kernel, which shares this session's XLA compilation cache."""
+    source = REPO_ROOT / "colabs" / name
+    saved = nbformat.read(source, as_version=4)
+    assert all(not cell.get("outputs") for cell in saved.cells), f"{name} is committed with outputs"
+    out = tmp_path / name
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
+    papermill.execute_notebook(str(source), str(out), parameters=dict(INSTALL=False, **parameters),
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    return nbformat.read(out, as_version=4)
+
+
+def _outputs(notebook) -> tuple[str, int]:
+    """(all printed text, number of displayed PNG images)."""
+    text, images = [], 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            text.append(output.get("text", ""))
+            images += "image/png" in output.get("data", {})
+    return "".join(text), images
+
+
+def test_sampling_notebook(demo_model, tmp_path, monkeypatch):
+    notebook = _execute(tmp_path, monkeypatch, "sampling_demo.ipynb", MODEL_DIR=str(demo_model),
+                        MASK="markov", CLASSES="0, 3, 7, 9", PER_CLASS=1, CFG=2.0, TOP_K=32, TOP_P=0.9,
+                        MR=True, MR_ITERATIONS=2, SPEED_BATCH=4, SPEED_REPEATS=1)
+    text, images = _outputs(notebook)
+    assert images == 1
+    assert "tokens redrawn by MR per scale" in text
+    for mask in ("var", "markov"):
+        assert re.search(rf"{mask} +[0-9.]+ images/s", text), text
+    assert re.search(r"markov/var speed: [0-9.]+x", text), text
+
+
+def test_editing_notebook(demo_model, tmp_path, monkeypatch):
+    picture = tmp_path / "photo.png"  # a user image of another size and channel count
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)).save(picture)
+    notebook = _execute(tmp_path, monkeypatch, "zero_shot_editing.ipynb", MODEL_DIR=str(demo_model),
+                        IMAGES=f"{picture}, {picture}", SAMPLES=1, LABEL=2)
+    text, images = _outputs(notebook)
+    assert images == 4  # the inputs, then one before/after grid per task
+    for task in ("inpaint", "outpaint", "super_resolution"):
+        assert f"{task}: original | input | 1 result(s)" in text
