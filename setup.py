@@ -30,6 +30,8 @@ setup(
         "torch": ["torch>=2.1"],
         # gs:// workdirs: orbax's CheckpointManager asks google-cloud-storage about the bucket.
         "gcs": ["google-cloud-storage>=2.0"],
+        # Plots of benchmarks/reproduction.py.
+        "repro": ["matplotlib>=3.8"],
         # papermill runs the colabs/ notebooks in tests/test_colabs.py, on an ipykernel of this Python.
         "test": ["torch>=2.1", "pytest>=8.0", "ruff>=0.6",
                  "papermill>=2.6", "nbformat>=5.9", "ipykernel>=6.29"],
