@@ -16,6 +16,7 @@ def get_config(variant: str = ""):
             run.optim.warmup_steps = 1
         cfg.sample.per_class = 1
         cfg.sample.batch_size = 10
+        experiment_config.tiny_evaluation(cfg)
         return cfg
     if variant:
         raise ValueError(f"unknown variant {variant!r}: use '' or 'tiny'")

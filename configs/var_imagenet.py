@@ -32,4 +32,8 @@ def get_config(variant: str = "d16") -> ml_collections.ConfigDict:
     cfg = experiment_config.base_config(model)
     cfg.mode = "sample"  # with --config.init.model=DIR from `python -m srdd_jax.convert`
     cfg.sample.settings.update(dict(cfg=1.5, top_k=900, top_p=0.96))
+    if variant != "tiny":  # a few ImageNet classes instead of all 1000 (VAR's demo classes)
+        cfg.sample.update(dict(labels=(207, 360, 387, 974, 88, 979, 417, 279), per_class=2, batch_size=16))
+    if variant == "tiny":
+        experiment_config.tiny_evaluation(cfg)
     return cfg

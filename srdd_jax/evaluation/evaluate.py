@@ -1,0 +1,264 @@
+"""Sample quality and likelihood of a trained model: `--config.mode=evaluate`, or from scripts.
+
+In-domain metrics (any dataset; the only meaningful ones for small images) use a small classifier
+trained on the dataset itself (`classifier.py`) and are named after the dataset tag (`fmnist` for
+Fashion-MNIST, the TFDS name, or the image folder's name):
+
+- `fid_<tag>`: Fréchet distance between classifier features of samples and of the real split;
+- `precision_<tag>`, `recall_<tag>`: k-NN precision/recall on the same features (against as many
+  real images as there are samples);
+- `class_accuracy`: fraction of class-conditional samples classified as their label
+  (`classifier_test_accuracy` is the classifier's accuracy on real held-out images, for context).
+
+Inception metrics (`fid_inception`, `is_inception`, `precision_inception`, `recall_inception`)
+need `config.evaluate.inception_weights`; without it they are omitted and the reason is logged.
+`evaluate` adds the held-out NLL (`likelihood.py`) and writes `<workdir>/evaluate/report.json`.
+
+For sweeps (CFG, masked resampling), build the classifier and real statistics once with
+`load_classifier` and `real_statistics`, then call `sample_metrics` per setting: samplers are
+kept per (model config, settings, mesh), so each compiles once per batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from srdd_jax import experiment
+from srdd_jax.evaluation import classifier as classifier_lib
+from srdd_jax.evaluation import features, likelihood, metrics, precision_recall
+from srdd_jax.sampling import outputs
+from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.tokenizer.vqvae import VQVAE
+
+_SAMPLERS: dict = {}  # (model config json, settings, mesh) -> (Sampler, jitted decode, compiled batches)
+_INCEPTION: dict = {}  # (weights, mesh, batch size) -> features.InceptionFeatures
+
+
+@dataclasses.dataclass(frozen=True)
+class RealStats:
+    """Reference statistics of the real split: classifier features, and Inception pool features
+    when Inception weights were given (else None)."""
+
+    classifier: features.FeatureStats
+    inception: features.FeatureStats | None = None
+
+
+def dataset_tag(config: ml_collections.ConfigDict) -> str:
+    """Short dataset name for metric keys: fmnist, the TFDS name, or the image folder's name."""
+    data = config.data
+    if data.source == "fashion_mnist":
+        return "fmnist"
+    name = data.name if data.source == "tfds" else os.path.basename(os.path.normpath(data.root))
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "data"
+
+
+def _first(source, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n (0: all) uint8 images (n, H, W, C) and int32 labels (n,) of a source in order."""
+    images, labels, have = [], [], 0
+    for batch_images, batch_labels in source.ordered(4096):
+        images.append(batch_images)
+        labels.append(batch_labels)
+        have += len(batch_labels)
+        if n and have >= n:
+            break
+    images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
+    return (images[:n], labels[:n]) if n else (images, labels)
+
+
+def load_classifier(config: ml_collections.ConfigDict, workdir: str) -> classifier_lib.Classifier:
+    """The classifier in config.evaluate.classifier_dir (default <workdir>/evaluate/classifier),
+    trained there first if absent: on config.data.split, tested on config.evaluate.split (when
+    both are the same split or an image folder, on a held-out tenth of it)."""
+    ev = config.evaluate
+    directory = ev.classifier_dir or os.path.join(workdir, "evaluate", "classifier")
+    size, channels = experiment.image_shape(config.model)
+    num_classes = config.model.transformer.num_classes
+    if classifier_lib.exists(directory):
+        return classifier_lib.load(directory, size, channels, num_classes)
+    train_images, train_labels = _first(experiment.load_data(config), ev.classifier_images)
+    if config.data.source == "image_folder" or ev.split == config.data.split:
+        order = np.random.default_rng(config.seed).permutation(len(train_labels))
+        held = order[:max(1, len(order) // 10)]
+        test_images, test_labels = train_images[held], train_labels[held]
+        train_images, train_labels = train_images[order[len(held):]], train_labels[order[len(held):]]
+    else:
+        test_images, test_labels = _first(experiment.load_data(config, ev.split), ev.reference_images)
+    trained = classifier_lib.train(train_images, train_labels, test_images, test_labels, num_classes,
+                                   ev.classifier_steps, seed=config.seed)
+    if jax.process_index() == 0:
+        trained.save(directory)
+    return trained
+
+
+def real_statistics(config: ml_collections.ConfigDict, classifier: classifier_lib.Classifier,
+                    images_NHWC: np.ndarray, cache_dir: str, mesh: Mesh | None = None) -> RealStats:
+    """Statistics of real uint8 (N, H, W, C) images (the evaluation split), cached in `cache_dir`
+    under names that hold the dataset, split and classifier fingerprint."""
+    ev, tag = config.evaluate, dataset_tag(config)
+    split = re.sub(r"[^A-Za-z0-9]+", "_", ev.split)
+    stats = features.cached_stats(
+        cache_dir, f"{tag}_{split}_{len(images_NHWC)}_classifier_{classifier.fingerprint}",
+        lambda: classifier.features(images_NHWC, ev.batch_size, mesh))
+    inception_stats = None
+    if ev.inception_weights:
+        inception = _inception(ev.inception_weights, mesh, ev.inception_batch_size)
+        inception_stats = features.cached_stats(cache_dir, f"{tag}_{split}_{len(images_NHWC)}_inception",
+                                                lambda: inception(images_NHWC)["pool"])
+    return RealStats(stats, inception_stats)
+
+
+def _inception(weights: str, mesh: Mesh | None, batch_size: int) -> features.InceptionFeatures:
+    key = (weights, mesh, batch_size)
+    if key not in _INCEPTION:
+        _INCEPTION[key] = features.InceptionFeatures(weights, mesh, batch_size)
+    return _INCEPTION[key]
+
+
+def _sampler(model_cfg: ml_collections.ConfigDict, settings: SamplerSettings, mesh: Mesh | None):
+    key = (json.dumps(model_cfg.to_dict(), sort_keys=True), settings, mesh)
+    if key not in _SAMPLERS:
+        sampler = Sampler(model_cfg, settings, mesh=mesh)
+        tokenizer = sampler.tokenizer
+        decode = jax.jit(lambda p, f: tokenizer.apply({"params": p}, f, method=VQVAE.decode))
+        _SAMPLERS[key] = (sampler, decode, set())
+    return _SAMPLERS[key]
+
+
+def sample_images(config: ml_collections.ConfigDict, params: dict, settings: SamplerSettings,
+                  labels_N: np.ndarray, seed: int, mesh: Mesh | None = None) -> tuple[np.ndarray, dict]:
+    """uint8 (N, H, W, C) samples for (N,) labels in batches of config.evaluate.batch_size, and
+    timing {images_per_s (sampling + decoding), compile_s}. Throughput excludes the first batch
+    of a batch size's first call (its compilation; compile_s is that batch's time); a one-batch
+    first call is timed by running its batch again."""
+    sampler, decode, compiled = _sampler(config.model, settings, mesh)
+    batch = config.evaluate.batch_size
+
+    def run(start):
+        chunk = labels_N[start:start + batch]
+        rng = jax.random.fold_in(jax.random.key(seed), start)
+        out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
+        return np.asarray(decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)]
+
+    images, compile_s, timed_n, timed_s = [], 0.0, 0, 0.0
+    for start in range(0, len(labels_N), batch):
+        begin = time.time()
+        images.append(run(start))
+        if batch not in compiled:
+            compile_s = time.time() - begin
+            compiled.add(batch)
+        else:
+            timed_n, timed_s = timed_n + len(images[-1]), timed_s + time.time() - begin
+    if not timed_n:
+        begin = time.time()
+        timed_n, timed_s = len(run(0)), time.time() - begin
+    logging.info("sampled %d images (%.1f images/s, first batch with compilation %.1fs)",
+                 len(labels_N), timed_n / timed_s, compile_s)
+    return outputs.to_uint8(np.concatenate(images)), dict(
+        images_per_s=timed_n / timed_s, compile_s=compile_s)
+
+
+def sample_metrics(config: ml_collections.ConfigDict, params: dict, settings: SamplerSettings,
+                   classifier: classifier_lib.Classifier, real_stats: RealStats, per_class: int,
+                   seed: int, mesh: Mesh | None = None) -> dict:
+    """Samples `per_class` images of every class with `settings` and scores them.
+
+    Returns {fid_<tag>, precision_<tag>, recall_<tag>, class_accuracy, class_accuracy_per_class
+    (K floats), classifier_test_accuracy, images, images_per_s, compile_s}, plus
+    {fid_inception, is_inception, is_inception_std, precision_inception, recall_inception} when
+    config.evaluate.inception_weights is set.
+    """
+    ev, tag = config.evaluate, dataset_tag(config)
+    num_classes = config.model.transformer.num_classes
+    labels_N = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+    images, timing = sample_images(config, params, settings, labels_N, seed, mesh)
+    out = classifier(images, ev.batch_size, mesh)
+    scores = _scores(out["features"], real_stats.classifier, ev.pr_k)
+    correct_N = np.argmax(out["logits"], axis=-1) == labels_N
+    result = {f"fid_{tag}": scores["fid"], f"precision_{tag}": scores["precision"],
+              f"recall_{tag}": scores["recall"], "class_accuracy": float(correct_N.mean()),
+              "class_accuracy_per_class": [float(correct_N[labels_N == c].mean())
+                                           for c in range(num_classes)],
+              "classifier_test_accuracy": classifier.test_accuracy, "images": len(labels_N), **timing}
+    if not ev.inception_weights:
+        logging.info("Inception metrics skipped: config.evaluate.inception_weights is empty (see "
+                     "srdd_jax/evaluation/inception_weights.py for the file)")
+        return result
+    if real_stats.inception is None:
+        raise ValueError("config.evaluate.inception_weights is set but real_stats has no Inception "
+                         "statistics: build them with real_statistics() under the same config")
+    inception = _inception(ev.inception_weights, mesh, ev.inception_batch_size)(images)
+    scores = _scores(inception["pool"], real_stats.inception, ev.pr_k)
+    is_mean, is_std = metrics.inception_score(inception["logits_unbiased"], min(10, len(images)))
+    result.update(fid_inception=scores["fid"], is_inception=is_mean, is_inception_std=is_std,
+                  precision_inception=scores["precision"], recall_inception=scores["recall"])
+    return result
+
+
+def _scores(fake_ND: np.ndarray, real: features.FeatureStats, k: int) -> dict[str, float]:
+    """{fid, precision, recall}: FID against all real statistics; k-NN precision/recall against
+    as many real points as there are samples (a fixed random subset), since both manifolds'
+    radii depend on their set sizes."""
+    mu, sigma = metrics.feature_statistics(fake_ND)
+    subset = np.sort(np.random.default_rng(0).permutation(len(real.features))[:len(fake_ND)])
+    precision, recall = precision_recall.precision_recall(real.features[subset], fake_ND, k)
+    return dict(fid=metrics.frechet_distance(mu, sigma, real.mu, real.sigma), precision=precision,
+                recall=recall)
+
+
+def evaluate(config: ml_collections.ConfigDict, params: dict, workdir: str,
+             mesh: Mesh | None = None) -> dict:
+    """Held-out NLL and sample metrics of `params` (config.model); writes and returns the report
+    `<workdir>/evaluate/report.json` (see `sample_metrics` for the sample keys; NLL keys are
+    nll_bits_per_token, nll_bits_per_token_per_scale, nll_bits_per_image and the same with
+    `nll_uncond_` for the null class)."""
+    ev = config.evaluate
+    out_dir = os.path.join(workdir, "evaluate")
+    images, labels = _first(experiment.load_data(config, ev.split), ev.reference_images)
+    report = dict(dataset=dataset_tag(config), split=ev.split, reference_images=len(labels),
+                  mask=config.model.transformer.mask)
+    nll = likelihood.Likelihood(config.model, ev.batch_size, mesh)
+    count = min(ev.nll_images or len(labels), len(labels))
+    for prefix, unconditional in (("nll", False), ("nll_uncond", True))[:1 + ev.nll_unconditional]:
+        result = nll.nll(params, images[:count], labels[:count], unconditional)
+        report.update({f"{prefix}_{key}": value for key, value in result.items()
+                       if key not in ("images", "tokens_per_image")})
+    report.update(nll_images=count, tokens_per_image=result["tokens_per_image"])
+    classifier = load_classifier(config, workdir)
+    cache_dir = ev.reference_cache or os.path.join(out_dir, "reference")
+    real = real_statistics(config, classifier, images, cache_dir, mesh)
+    settings = SamplerSettings.from_config(config.sample.settings)
+    report.update(sample_metrics(config, params, settings, classifier, real, ev.per_class, ev.seed, mesh))
+    report["settings"] = dataclasses.asdict(settings)
+    if not ev.inception_weights:
+        report["inception"] = "skipped: config.evaluate.inception_weights is empty"
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "report.json"), "w") as f:
+            json.dump(report, f, indent=1)
+    logging.info("evaluation of %s (%s split):\n%s", report["dataset"], ev.split, format_table(report))
+    return report
+
+
+def format_table(report: dict) -> str:
+    """Two aligned columns, one scalar per row; lists are shown rounded on one row."""
+    rows = []
+    for key, value in report.items():
+        if isinstance(value, dict):
+            continue
+        if isinstance(value, list):
+            value = " ".join(f"{v:.3f}" for v in value)
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        rows.append((key, str(value)))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"  {key:<{width}}  {value}" for key, value in rows)
