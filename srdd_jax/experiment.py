@@ -287,11 +287,17 @@ def tokenize(config, workdir: str, mesh, source, tok_params) -> str:
 
 # ------------------------------------------------------------------------------------- sampling
 def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.ndarray:
-    """Samples config.sample.per_class images of every class (or `labels`) into one PNG grid
-    (one column per class); returns the uint8 images."""
+    """Samples config.sample.per_class images of every class in config.sample.labels (empty: all
+    classes), or of the given `labels`, into one PNG grid (one column per class); returns the
+    uint8 images."""
     num_classes = config.model.transformer.num_classes
     if labels is None:
-        labels = np.tile(np.arange(num_classes), config.sample.per_class)
+        chosen = np.asarray(config.sample.labels or range(num_classes), np.int32)
+        if chosen.min() < 0 or chosen.max() >= num_classes:
+            raise ValueError(f"config.sample.labels={tuple(config.sample.labels)}: this model has "
+                             f"classes 0..{num_classes - 1}")
+        labels = np.tile(chosen, config.sample.per_class)
+    labels = np.asarray(labels, np.int32)
     settings = SamplerSettings.from_config(config.sample.settings)
     sampler = Sampler(config.model, settings, mesh=mesh)
     tokenizer = sampler.tokenizer
@@ -306,7 +312,7 @@ def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.n
         indices.append(np.asarray(out["idx_BL"])[:len(chunk)])
         logging.info("sampling: %d/%d images", start + len(chunk), len(labels))
     images = outputs.to_uint8(np.concatenate(images))
-    outputs.save_grid(path, images, columns=min(num_classes, len(labels)))
+    outputs.save_grid(path, images, columns=min(len(set(labels.tolist())), len(labels)))
     outputs.save_samples(os.path.splitext(path)[0] + ".npz", images, labels, np.concatenate(indices))
     logging.info("wrote %d samples to %s", len(labels), path)
     return images

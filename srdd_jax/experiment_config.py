@@ -46,7 +46,8 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         tokenizer_training=run_config(2000, 64, 4e-4),
         training=run_config(2000, 64, 1e-4),
         distill=run_config(1000, 64, 1e-4),
-        sample=dict(per_class=4, batch_size=40, seed=0, settings=settings),
+        # labels: the classes to sample (empty: every class), per_class images each.
+        sample=dict(per_class=4, batch_size=40, seed=0, labels=(), settings=settings),
         convert=dict(vae="", var=""),
         # mode=edit: task inpaint | outpaint | super_resolution on `images` (files; default: the
         # first `count` dataset images); box (y0, x0, y1, x1) or a mask file (white = keep);
