@@ -108,7 +108,7 @@ def settings_with(config, **fields) -> SamplerSettings:
 def evaluate_models(args, config, dirs: dict) -> dict:
     """NLL per scale, the CFG sweep and the MR sweep for every mask."""
     mesh = None
-    images, labels = evaluate._first(experiment.load_data(config, config.evaluate.split),
+    images, labels = evaluate.first_images(experiment.load_data(config, config.evaluate.split),
                                      config.evaluate.reference_images)
     classifier = evaluate.load_classifier(config, args.workdir)
     real = evaluate.real_statistics(config, classifier, images, config.evaluate.reference_cache, mesh)

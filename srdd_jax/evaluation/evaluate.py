@@ -62,7 +62,7 @@ def dataset_tag(config: ml_collections.ConfigDict) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "data"
 
 
-def _first(source, n: int) -> tuple[np.ndarray, np.ndarray]:
+def first_images(source, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first n (0: all) uint8 images (n, H, W, C) and int32 labels (n,) of a source in order."""
     images, labels, have = [], [], 0
     for batch_images, batch_labels in source.ordered(4096):
@@ -85,14 +85,14 @@ def load_classifier(config: ml_collections.ConfigDict, workdir: str) -> classifi
     num_classes = config.model.transformer.num_classes
     if classifier_lib.exists(directory):
         return classifier_lib.load(directory, size, channels, num_classes)
-    train_images, train_labels = _first(experiment.load_data(config), ev.classifier_images)
+    train_images, train_labels = first_images(experiment.load_data(config), ev.classifier_images)
     if config.data.source == "image_folder" or ev.split == config.data.split:
         order = np.random.default_rng(config.seed).permutation(len(train_labels))
         held = order[:max(1, len(order) // 10)]
         test_images, test_labels = train_images[held], train_labels[held]
         train_images, train_labels = train_images[order[len(held):]], train_labels[order[len(held):]]
     else:
-        test_images, test_labels = _first(experiment.load_data(config, ev.split), ev.reference_images)
+        test_images, test_labels = first_images(experiment.load_data(config, ev.split), ev.reference_images)
     trained = classifier_lib.train(train_images, train_labels, test_images, test_labels, num_classes,
                                    ev.classifier_steps, seed=config.seed)
     if jax.process_index() == 0:
@@ -223,7 +223,7 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, workdir: str,
     `nll_uncond_` for the null class)."""
     ev = config.evaluate
     out_dir = os.path.join(workdir, "evaluate")
-    images, labels = _first(experiment.load_data(config, ev.split), ev.reference_images)
+    images, labels = first_images(experiment.load_data(config, ev.split), ev.reference_images)
     report = dict(dataset=dataset_tag(config), split=ev.split, reference_images=len(labels),
                   mask=config.model.transformer.mask)
     nll = likelihood.Likelihood(config.model, ev.batch_size, mesh)
