@@ -7,6 +7,8 @@ the same way works.
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -69,3 +71,26 @@ def converted(reference):
 
 def nhwc(x_BCHW: np.ndarray) -> np.ndarray:
     return np.transpose(x_BCHW, (0, 2, 3, 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_workdir(tmp_path_factory) -> Path:
+    """DIR after `python -m srdd_jax.main --config=configs/demo.py:tiny --workdir=DIR` (tokenizer,
+    transformer, model/, logs, grids), run once per session: the tests of main and of the
+    notebooks share it."""
+    from srdd_jax.data import sources
+
+    if not os.path.isdir(sources.FASHION_MNIST_DIR):
+        pytest.skip("needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
+    workdir = tmp_path_factory.mktemp("tiny_demo") / "demo"
+    subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
+                    f"--workdir={workdir}"], check=True, cwd=REPO_ROOT, env=cli_env(), timeout=900)
+    return workdir
+
+
+def cli_env() -> dict:
+    """Environment for `python -m srdd_jax.main` subprocesses: the repository importable, one
+    device, and the tests' XLA compilation cache."""
+    return dict(os.environ, PYTHONPATH=str(REPO_ROOT), XLA_FLAGS="",
+                JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
+

@@ -1,8 +1,6 @@
 """The Colab notebooks run top to bottom on the tiny demo checkpoint (papermill, this interpreter's
 kernel; the install cell is skipped)."""
 
-import importlib.util
-import os
 import re
 
 import jax
@@ -13,27 +11,13 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
-from srdd_jax import experiment
-from srdd_jax.data import sources
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_model(tmp_path_factory):
-    """DIR/model of `python -m srdd_jax.main --config=configs/demo.py:tiny --workdir=DIR`, made
-    in-process with two steps per stage."""
-    if not os.path.isdir(sources.FASHION_MNIST_DIR):
-        pytest.skip("needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
-    spec = importlib.util.spec_from_file_location("demo_config", REPO_ROOT / "configs" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    config = demo.get_config("tiny")
-    for run in (config.tokenizer_training, config.training):
-        run.steps = run.checkpoint_every = 2
-    workdir = tmp_path_factory.mktemp("demo")
-    experiment.run(config, str(workdir))
-    return workdir / "model"
+def demo_model(tiny_demo_workdir):
+    """DIR/model of `python -m srdd_jax.main --config=configs/demo.py:tiny --workdir=DIR`."""
+    return tiny_demo_workdir / "model"
 
 
 def _execute(tmp_path, monkeypatch, name: str, **parameters) -> nbformat.NotebookNode:

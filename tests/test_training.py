@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from clu import metric_writers
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, cli_env
 from PIL import Image
 
 from srdd_jax import experiment, experiment_config, models, parallel
@@ -228,13 +228,8 @@ def test_optimizer_recipe():
     assert float(schedule(100)) == pytest.approx(0.1)
 
 
-def test_main_runs_the_tiny_demo(tmp_path):
-    if not os.path.isdir(sources.FASHION_MNIST_DIR):
-        pytest.skip("needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), XLA_FLAGS="")
-    workdir = tmp_path / "demo"
-    subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
-                    f"--workdir={workdir}"], check=True, cwd=REPO_ROOT, env=env, timeout=900)
+def test_main_runs_the_tiny_demo(tiny_demo_workdir):
+    env, workdir = cli_env(), tiny_demo_workdir
     assert (workdir / "model" / "model_config.json").is_file()
     assert any((workdir / "samples").glob("step_*.png"))
     assert any((workdir / "logs" / "transformer").iterdir())

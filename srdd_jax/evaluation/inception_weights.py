@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from srdd_jax.convert import torch_io
 from srdd_jax.evaluation import inception
 
 URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -35,24 +36,11 @@ _IGNORED_SUFFIX = ".bn.num_batches_tracked"
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
     """{name: array} from a `.pth` state dict (needs torch) or an `.npz` written by `convert`."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"FID Inception weights not found at {path!r}. They are not downloaded at run time: "
-            f"fetch {URL} once (e.g. wget -O pt_inception-2015-12-05-6726825d.pth '{URL}') and "
-            "pass its path, or an .npz made from it with "
-            "`python -m srdd_jax.evaluation.inception_weights IN.pth OUT.npz`.")
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(f"reading {path} needs PyTorch (pip install 'srdd_jax[torch]'); or "
-                          "convert it once to .npz where torch is installed") from err
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state dict of tensors (found {type(state).__name__})")
-    return {name: tensor.detach().cpu().numpy() for name, tensor in state.items()}
+    return torch_io.read_weights(path, (
+        "The FID Inception weights are not downloaded at run time: "
+        f"fetch {URL} once (e.g. wget -O pt_inception-2015-12-05-6726825d.pth '{URL}') and "
+        "pass its path, or an .npz made from it with "
+        "`python -m srdd_jax.evaluation.inception_weights IN.pth OUT.npz`."))
 
 
 @functools.cache

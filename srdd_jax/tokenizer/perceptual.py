@@ -12,12 +12,13 @@ files or as one `.npz` holding both sets of keys.
 from __future__ import annotations
 
 import math
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from srdd_jax.convert import torch_io
 
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -34,18 +35,7 @@ WEIGHTS_HELP = (
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"LPIPS weights file {path!r} not found. {WEIGHTS_HELP}")
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(f"reading {path} needs PyTorch (pip install 'srdd_jax[torch]'), or "
-                          "save the state dicts as one .npz") from err
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+    return torch_io.read_weights(path, WEIGHTS_HELP)
 
 
 def load_lpips(lpips_weights: str, vgg16_weights: str = "") -> dict:
