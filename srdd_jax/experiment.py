@@ -72,6 +72,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     tokenizer_losses.validate(config.tokenizer_training)
     if config.edit.task not in EDIT_TASKS:
         raise ValueError(f"config.edit.task={config.edit.task!r}: choose one of {', '.join(EDIT_TASKS)}")
+    if config.init.class_embedding not in CLASS_EMBEDDING_INITS:
+        raise ValueError(f"config.init.class_embedding={config.init.class_embedding!r}: choose one of "
+                         f"{', '.join(CLASS_EMBEDDING_INITS)}")
     _validate_evaluate(config)
 
 
@@ -95,9 +98,6 @@ def _validate_evaluate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.evaluate.inception_weights={ev.inception_weights!r} is not a file: "
                          "give the FID Inception .pth/.npz (see srdd_jax/evaluation/inception_weights.py)"
                          " or '' to skip the Inception metrics")
-    if config.init.class_embedding not in CLASS_EMBEDDING_INITS:
-        raise ValueError(f"config.init.class_embedding={config.init.class_embedding!r}: choose one of "
-                         f"{', '.join(CLASS_EMBEDDING_INITS)}")
 
 
 def image_shape(model_cfg) -> tuple[int, int]:

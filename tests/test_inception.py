@@ -7,6 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from srdd_jax import parallel
 from srdd_jax.evaluation import features, inception, inception_weights
@@ -120,3 +121,24 @@ def test_weights_errors_name_the_keys(torch_reference, tmp_path):
         assert fragment in str(err.value)
     with pytest.raises(FileNotFoundError, match="releases/download/v0.2.0"):
         inception_weights.read_state_dict(str(tmp_path / "pt_inception-2015-12-05-6726825d.pth"))
+
+
+def test_command_line_scores_samples_against_a_cached_reference_folder(torch_reference, tmp_path):
+    from srdd_jax.evaluation.__main__ import score
+
+    _, path = torch_reference
+    rng = np.random.default_rng(1)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(reference / f"{i}.png")
+    np.savez(tmp_path / "samples.npz", rng.integers(0, 256, (4, 40, 52, 3), dtype=np.uint8))
+    mesh = parallel.make_mesh(devices=jax.devices()[:2])  # the parity test's program: cached
+    args = (str(tmp_path / "samples.npz"), str(reference), path, str(tmp_path / "cache"))
+    out = score(*args, batch_size=2, pr_k=2, mesh=mesh)
+    assert out["samples"] == out["reference"] == 4
+    assert out["fid_inception"] > 0 and out["is_inception"] >= 1.0
+    assert len(list((tmp_path / "cache").glob("*_inception.npz"))) == 1
+    for image in reference.iterdir():  # the second call reads the cached statistics only
+        image.unlink()
+    assert score(*args, batch_size=2, pr_k=2, mesh=mesh) == out
