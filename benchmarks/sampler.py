@@ -47,7 +47,6 @@ def measure(mask: str, mr: bool, depth: int, batch: int) -> dict:
 
     from srdd_jax import models
     from srdd_jax.sampling.sampler import Sampler, SamplerSettings
-    from srdd_jax.tokenizer.vqvae import VQVAE
 
     cfg = models.model_config(transformer=models.transformer_config(depth=depth, mask=mask))
     params = {"tokenizer": models.init_params(cfg, jax.random.key(0), "tokenizer"),
@@ -80,11 +79,9 @@ def measure(mask: str, mr: bool, depth: int, batch: int) -> dict:
         "buckets": [list(b.scale_ids) for b in sampler.layout.buckets],
     }
     if mask == "markov" and not mr:  # decoding cost, the same for every configuration
-        decode = jax.jit(lambda p, f: sampler.tokenizer.apply({"params": p}, f,
-                                                              method=VQVAE.decode))
-        jax.block_until_ready(decode(params["tokenizer"], out["f_hat_BhwC"]))
+        jax.block_until_ready(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))
         start = time.perf_counter()
-        jax.block_until_ready(decode(params["tokenizer"], out["f_hat_BhwC"]))
+        jax.block_until_ready(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))
         result["decode_s"] = time.perf_counter() - start
     return result
 

@@ -209,8 +209,7 @@ def _transformer_init(config):
                          "may differ): check depth/width")
 
     def boxed(values):
-        return jax.tree.map(lambda box, value: box.replace_boxed(value), fresh, values,
-                            is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+        return _boxed_like(fresh, values)
 
     if shapes == loaded:
         return lambda rng: boxed(params["transformer"])
@@ -231,6 +230,12 @@ def _transformer_init(config):
                       "class_emb": {"embedding": jnp.concatenate([rows_KC, null_1C])}})
 
     return init
+
+
+def _boxed_like(fresh, values):
+    """`values` (a plain parameter tree) boxed with the logical partitioning of `fresh`."""
+    return jax.tree.map(lambda box, value: box.replace_boxed(value), fresh, values,
+                        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
 def _without_class_rows(shapes: dict) -> dict:
@@ -255,8 +260,7 @@ def distill(config, workdir: str, mesh) -> dict:
     tok_params = teacher["tokenizer"]
     params = loop.train(
         "distill", run, workdir, mesh, _iterator(config, source, run.batch_size),
-        lambda rng: jax.tree.map(lambda box, value: box.replace_boxed(value), fresh, student,
-                                 is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)),
+        lambda rng: _boxed_like(fresh, student),
         tx, steps.make_transformer_step(models.build_transformer(config.model),
                                         models.build_tokenizer(config.model), tx, run.label_smoothing),
         config.seed, frozen=(tok_params,),
@@ -300,15 +304,13 @@ def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.n
     labels = np.asarray(labels, np.int32)
     settings = SamplerSettings.from_config(config.sample.settings)
     sampler = Sampler(config.model, settings, mesh=mesh)
-    tokenizer = sampler.tokenizer
-    decode = jax.jit(lambda p, f: tokenizer.apply({"params": p}, f, method=VQVAE.decode))
     images, indices = [], []
     batch = config.sample.batch_size
     for start in range(0, len(labels), batch):
         chunk = labels[start:start + batch]
         rng = jax.random.fold_in(jax.random.key(config.sample.seed), start)
         out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
-        images.append(np.asarray(decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)])
+        images.append(np.asarray(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)])
         indices.append(np.asarray(out["idx_BL"])[:len(chunk)])
         logging.info("sampling: %d/%d images", start + len(chunk), len(labels))
     images = outputs.to_uint8(np.concatenate(images))
@@ -350,11 +352,10 @@ def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
         known_idx, known = editing.inpainting_constraints(tokenizer, params["tokenizer"], images,
                                                           keep, sampler.layout)
         shown = images * keep[None, :, :, None] - (1 - keep[None, :, :, None])
-    decode = jax.jit(lambda p, f: tokenizer.apply({"params": p}, f, method=VQVAE.decode))
     rows = [outputs.to_uint8(shown)]
     for k in range(ed.samples):
         out = sampler.sample(params, labels, jax.random.key(config.sample.seed + k), known_idx, known)
-        rows.append(outputs.to_uint8(decode(params["tokenizer"], out["f_hat_BhwC"])))
+        rows.append(outputs.to_uint8(sampler.decode(params["tokenizer"], out["f_hat_BhwC"])))
     grid_images = np.stack(rows, axis=1).reshape((-1,) + rows[0].shape[1:])
     outputs.save_grid(path, grid_images, columns=len(rows))
     logging.info("wrote %s edits of %d images to %s", ed.task, len(images), path)

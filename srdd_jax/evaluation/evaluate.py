@@ -38,9 +38,8 @@ from srdd_jax.evaluation import classifier as classifier_lib
 from srdd_jax.evaluation import features, likelihood, metrics, precision_recall
 from srdd_jax.sampling import outputs
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
-from srdd_jax.tokenizer.vqvae import VQVAE
 
-_SAMPLERS: dict = {}  # (model config json, settings, mesh) -> (Sampler, jitted decode, compiled batches)
+_SAMPLERS: dict = {}  # (model config json, settings, mesh) -> (Sampler, compiled batch sizes)
 _INCEPTION: dict = {}  # (weights, mesh, batch size) -> features.InceptionFeatures
 
 
@@ -127,10 +126,7 @@ def _inception(weights: str, mesh: Mesh | None, batch_size: int) -> features.Inc
 def _sampler(model_cfg: ml_collections.ConfigDict, settings: SamplerSettings, mesh: Mesh | None):
     key = (json.dumps(model_cfg.to_dict(), sort_keys=True), settings, mesh)
     if key not in _SAMPLERS:
-        sampler = Sampler(model_cfg, settings, mesh=mesh)
-        tokenizer = sampler.tokenizer
-        decode = jax.jit(lambda p, f: tokenizer.apply({"params": p}, f, method=VQVAE.decode))
-        _SAMPLERS[key] = (sampler, decode, set())
+        _SAMPLERS[key] = (Sampler(model_cfg, settings, mesh=mesh), set())
     return _SAMPLERS[key]
 
 
@@ -140,14 +136,14 @@ def sample_images(config: ml_collections.ConfigDict, params: dict, settings: Sam
     timing {images_per_s (sampling + decoding), compile_s}. Throughput excludes the first batch
     of a batch size's first call (its compilation; compile_s is that batch's time); a one-batch
     first call is timed by running its batch again."""
-    sampler, decode, compiled = _sampler(config.model, settings, mesh)
+    sampler, compiled = _sampler(config.model, settings, mesh)
     batch = config.evaluate.batch_size
 
     def run(start):
         chunk = labels_N[start:start + batch]
         rng = jax.random.fold_in(jax.random.key(seed), start)
         out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
-        return np.asarray(decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)]
+        return np.asarray(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)]
 
     images, compile_s, timed_n, timed_s = [], 0.0, 0, 0.0
     for start in range(0, len(labels_N), batch):

@@ -116,6 +116,8 @@ class Sampler:
         )
         self.mesh = mesh
         self._jitted = {}  # batch size -> jitted sampler
+        # (tokenizer params, f_hat (B, h, w, Cv)) -> images (B, H, W, C) in [-1, 1].
+        self.decode = jax.jit(lambda p, f: self.tokenizer.apply({"params": p}, f, method=VQVAE.decode))
 
     # ------------------------------------------------------------------------------ public API
     @property
