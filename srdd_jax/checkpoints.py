@@ -12,9 +12,11 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 from srdd_jax import models
+from srdd_jax.transformer import legacy_layout
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
@@ -40,7 +42,11 @@ def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
 
 
 def load_model(directory: str, shardings=None):
-    """Returns (params, cfg). `shardings`, a matching tree of jax Shardings, places the arrays."""
+    """Returns (params, cfg). `shardings`, a matching tree of jax Shardings, places the arrays.
+
+    Directories written before the transformer's blocks were scanned (per-block `blocks_i`
+    trees) load too: their blocks are stacked into the current layout on load.
+    """
     directory = _directory(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
@@ -50,6 +56,9 @@ def load_model(directory: str, shardings=None):
     raw["patch_nums"] = tuple(raw["patch_nums"])
     raw["tokenizer_patch_nums"] = tuple(raw.get("tokenizer_patch_nums", ()))
     raw["tokenizer"]["ch_mult"] = tuple(raw["tokenizer"]["ch_mult"])
+    defaults = models.transformer_config()
+    for field in models.EXECUTION_SETTINGS:  # absent from directories of earlier versions
+        raw["transformer"].setdefault(field, defaults[field])
     cfg = ml_collections.ConfigDict(raw)
     models.validate(cfg)
     with ocp.StandardCheckpointer() as checkpointer:
@@ -57,10 +66,17 @@ def load_model(directory: str, shardings=None):
         metadata = checkpointer.metadata(path)
         tree = metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata
         abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
-        if shardings is not None:
+        unstacked = legacy_layout.is_unstacked(abstract.get("transformer", {}))
+        if shardings is not None and not unstacked:
             abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                     abstract, shardings)
         params = checkpointer.restore(path, abstract)
+    if unstacked:
+        logging.info("%s holds per-block transformer parameters (written before the blocks were "
+                     "scanned): stacked into the current layout on load", directory)
+        params = {**params, "transformer": legacy_layout.stack_blocks(params["transformer"])}
+        if shardings is not None:
+            params = jax.device_put(params, shardings)
     return params, cfg
 
 

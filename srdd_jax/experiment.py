@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import flax.linen as nn
 import jax
@@ -137,7 +138,7 @@ def train_tokenizer(config, workdir: str, mesh, source) -> dict:
         boxed_init, tx, step, frozen = tokenizer_losses.build(config.model, run)
     else:
         tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
-        boxed_init, frozen = (lambda rng: models.init_params(config.model, rng, "tokenizer")), ()
+        boxed_init, frozen = (lambda rng: models.create_params(config.model, rng, "tokenizer")), ()
         step = steps.make_tokenizer_step(tokenizer, tx, run.vq_weight, run.beta)
     params = loop.train(
         "tokenizer", run, workdir, mesh, _iterator(config, source, run.batch_size), boxed_init, tx,
@@ -198,7 +199,7 @@ def _transformer_init(config):
     rows like a fresh init. Any other difference is an error.
     """
     if not config.init.transformer:
-        return lambda rng: models.init_params(config.model, rng, "transformer")
+        return lambda rng: models.create_params(config.model, rng, "transformer")
     params, cfg = checkpoints.load_model(config.init.transformer)
     fresh = models.abstract_params(config.model, "transformer")
     shapes = jax.tree.map(lambda x: x.shape, nn.unbox(fresh))
@@ -224,7 +225,7 @@ def _transformer_init(config):
         if how == "null":
             rows_KC = np.repeat(null_1C, num_classes, axis=0)
         else:
-            fresh_emb = models.init_params(config.model, rng, "transformer")["class_emb"]["embedding"]
+            fresh_emb = models.create_params(config.model, rng, "transformer")["class_emb"]["embedding"]
             rows_KC = nn.unbox(fresh_emb)[:num_classes]
         return boxed({**params["transformer"],
                       "class_emb": {"embedding": jnp.concatenate([rows_KC, null_1C])}})
@@ -306,13 +307,15 @@ def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.n
     sampler = Sampler(config.model, settings, mesh=mesh)
     images, indices = [], []
     batch = config.sample.batch_size
+    started = time.perf_counter()
     for start in range(0, len(labels), batch):
         chunk = labels[start:start + batch]
         rng = jax.random.fold_in(jax.random.key(config.sample.seed), start)
         out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
         images.append(np.asarray(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)])
         indices.append(np.asarray(out["idx_BL"])[:len(chunk)])
-        logging.info("sampling: %d/%d images", start + len(chunk), len(labels))
+        logging.info("sampling: %d/%d images after %.1f s (compile %.1f s)", start + len(chunk),
+                     len(labels), time.perf_counter() - started, sampler.compile_seconds)
     images = outputs.to_uint8(np.concatenate(images))
     outputs.save_grid(path, images, columns=min(len(set(labels.tolist())), len(labels)))
     outputs.save_samples(os.path.splitext(path)[0] + ".npz", images, labels, np.concatenate(indices))
@@ -380,7 +383,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         checkpoints.save_model(model_dir, params, cfg)
         return
     if config.mode in ("sample", "edit", "evaluate"):
+        loading = time.perf_counter()
         params, cfg = checkpoints.load_model(config.init.model or model_dir)
+        logging.info("model: loaded %s in %.1f s", config.init.model or model_dir,
+                     time.perf_counter() - loading)
         config.model = cfg
         if config.mode == "sample":
             sample_grid(config, params, os.path.join(workdir, "samples", "samples.png"), mesh)

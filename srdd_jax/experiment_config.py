@@ -32,6 +32,9 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(dict(
         mode="train",
         seed=0,
+        # JAX's persistent compilation cache: '' = $SRDD_COMPILATION_CACHE, else
+        # ~/.cache/srdd_jax/xla; a directory; or 'off' (see srdd_jax/compilation_cache.py).
+        compilation_cache="",
         model=model,
         # source fashion_mnist | image_folder (root) | tfds: `name` (e.g. sun397, imagenet2012) and
         # `split` from tfds_data_dir (may be gs://; default ~/tensorflow_datasets), manual

@@ -11,7 +11,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from srdd_jax import experiment
+from srdd_jax import compilation_cache, experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
                                           lock_config=True)
@@ -38,8 +38,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SRDD_MULTIHOST"):
         jax.distributed.initialize(**distributed_args())
-    logging.info("JAX %s on %d devices (%d processes)", jax.__version__, jax.device_count(),
-                 jax.process_count())
+    cache = compilation_cache.enable(_CONFIG.value.get("compilation_cache", ""))
+    logging.info("JAX %s on %d devices (%d processes); compilation cache: %s", jax.__version__,
+                 jax.device_count(), jax.process_count(), cache or "off")
     experiment.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -9,7 +9,9 @@ A model config is an `ml_collections.ConfigDict`:
                 using_sa, using_mid_sa, in_channels
     transformer: depth, embed_dim, num_heads, mlp_ratio, num_classes, attn_l2_norm, shared_aln,
                 norm_eps, drop_path_rate, cond_drop_rate, mask, dtype, init_adaln,
-                init_adaln_gamma, init_head, init_std
+                init_adaln_gamma, init_head, init_std, and two execution settings that change no
+                result: remat (none, dots, full: rematerialisation of the blocks in training) and
+                attention (auto, xla, cudnn: the attention kernel)
 
 The transformer's vocab_size and z_channels are the tokenizer's, so they are given once.
 """
@@ -22,12 +24,15 @@ import ml_collections
 
 from srdd_jax import scales
 from srdd_jax.tokenizer.vqvae import VQVAE
-from srdd_jax.transformer import masks
-from srdd_jax.transformer.model import VAR
+from srdd_jax.transformer import attention, masks
+from srdd_jax.transformer.model import VAR, validate_remat
 
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DEFAULT_REMAT = "dots"  # chosen by measurement: see README, "Scaling"
+# Transformer fields that change how, not what, the model computes (memory, kernels).
+EXECUTION_SETTINGS = ("remat", "attention")
 
 
 def tokenizer_config(**overrides) -> ml_collections.ConfigDict:
@@ -46,7 +51,8 @@ def transformer_config(depth: int = 16, **overrides) -> ml_collections.ConfigDic
         depth=depth, embed_dim=64 * depth, num_heads=depth, mlp_ratio=4.0, num_classes=1000,
         attn_l2_norm=True, shared_aln=False, norm_eps=1e-6, drop_path_rate=0.1 * depth / 24,
         cond_drop_rate=0.1, mask="markov", dtype="float32", init_adaln=0.5,
-        init_adaln_gamma=1e-5, init_head=0.02, init_std=-1.0,
+        init_adaln_gamma=1e-5, init_head=0.02, init_std=-1.0, remat=DEFAULT_REMAT,
+        attention="auto",
     ))
     cfg.update(overrides)
     return cfg
@@ -91,9 +97,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     masks.validate_mask(tr.mask)
     if tr.dtype not in DTYPES:
         raise ValueError(f"model.transformer.dtype={tr.dtype!r}: choose one of {sorted(DTYPES)}")
+    validate_remat(tr.get("remat", DEFAULT_REMAT))
+    attention.validate_implementation(tr.get("attention", "auto"))
 
 
-def build_tokenizer(cfg: ml_collections.ConfigDict) -> VQVAE:
+def build_tokenizer(cfg: ml_collections.ConfigDict, dtype=jnp.float32) -> VQVAE:
+    """The tokenizer for `cfg`, computing in `dtype` (parameters stay float32)."""
     validate(cfg)
     tok = cfg.tokenizer
     return VQVAE(
@@ -102,7 +111,7 @@ def build_tokenizer(cfg: ml_collections.ConfigDict) -> VQVAE:
         patch_nums=tuple(cfg.patch_nums), quant_resi=tok.quant_resi,
         share_quant_resi=tok.share_quant_resi, using_sa=tok.using_sa,
         using_mid_sa=tok.using_mid_sa, in_channels=tok.in_channels,
-        phi_patch_nums=tuple(cfg.get("tokenizer_patch_nums") or ()),
+        phi_patch_nums=tuple(cfg.get("tokenizer_patch_nums") or ()), dtype=dtype,
     )
 
 
@@ -117,27 +126,37 @@ def build_transformer(cfg: ml_collections.ConfigDict, **overrides) -> VAR:
     )
 
 
-def init_inputs(cfg: ml_collections.ConfigDict, batch: int = 1):
-    """Dummy inputs for `init`: (tokenizer image, transformer labels, transformer tokens)."""
-    tok = build_tokenizer(cfg)
-    length = scales.sequence_length(cfg.patch_nums) - cfg.patch_nums[0] ** 2
-    return (
-        jnp.zeros((batch, tok.image_size, tok.image_size, cfg.tokenizer.in_channels), jnp.float32),
-        jnp.zeros((batch,), jnp.int32),
-        jnp.zeros((batch, length, cfg.tokenizer.z_channels), jnp.float32),
-    )
+def init_image(cfg: ml_collections.ConfigDict) -> jax.Array:
+    """A zero image batch (1, H, W, C) of the tokenizer's input size."""
+    size = build_tokenizer(cfg).image_size
+    return jnp.zeros((1, size, size, cfg.tokenizer.in_channels), jnp.float32)
+
+
+def parameter_key(rng) -> jax.Array:
+    """An 'rbg' key drawn from `rng` (any JAX key), for creating parameters. Every tensor is then
+    drawn by one XLA RngBitGenerator op instead of threefry's unrolled rounds, which makes the
+    init program compile several times faster (a model has hundreds of parameter tensors)."""
+    return jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl="rbg")
+
+
+def create_params(cfg: ml_collections.ConfigDict, rng, which: str):
+    """Boxed parameters (with logical-axis metadata) of 'tokenizer' or 'transformer', traced
+    (not jitted): call it inside `jax.jit` (with out_shardings) or `jax.eval_shape`. Both models
+    make their parameters from the smallest input (one token, one latent pixel), so nothing runs at
+    full size."""
+    if which == "tokenizer":
+        return build_tokenizer(cfg).init(parameter_key(rng), method=VQVAE.create_params)["params"]
+    if which == "transformer":
+        return build_transformer(cfg).init(parameter_key(rng), jnp.zeros((1,), jnp.int32),
+                                           method=VAR.create_params)["params"]
+    raise ValueError(f"which must be 'tokenizer' or 'transformer', got {which!r}")
 
 
 def init_params(cfg: ml_collections.ConfigDict, rng, which: str):
-    """Boxed parameters (with logical-axis metadata) of 'tokenizer' or 'transformer'."""
-    image, labels, tokens = init_inputs(cfg)
-    if which == "tokenizer":
-        return jax.jit(lambda r: build_tokenizer(cfg).init(r, image)["params"])(rng)
-    if which == "transformer":
-        return jax.jit(lambda r: build_transformer(cfg).init(r, labels, tokens)["params"])(rng)
-    raise ValueError(f"which must be 'tokenizer' or 'transformer', got {which!r}")
+    """Boxed parameters of 'tokenizer' or 'transformer', made by one jitted program."""
+    return jax.jit(lambda r: create_params(cfg, r, which))(rng)
 
 
 def abstract_params(cfg: ml_collections.ConfigDict, which: str):
     """Boxed ShapeDtypeStructs of `init_params` (no memory is allocated)."""
-    return jax.eval_shape(lambda rng: init_params(cfg, rng, which), jax.random.key(0))
+    return jax.eval_shape(lambda rng: create_params(cfg, rng, which), jax.random.key(0))

@@ -33,6 +33,7 @@ DEFAULT_RULES = (
     ("levels", None),
     ("tokens", None),
     ("latent", None),
+    ("layers", None),
 )
 
 

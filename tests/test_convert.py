@@ -70,7 +70,7 @@ def test_missing_unknown_and_misshaped_keys_are_named(reference):
     message = str(err.value)
     assert "blocks.0.attn.extra_gate" in message
     assert "head.bias (7,)" in message
-    assert "blocks_1/ffn/fc2/bias" in message
+    assert "blocks.1.ffn.fc2.bias" in message  # the missing slice of blocks/ffn/fc2/bias
 
 
 def test_wrong_file_kind_is_named(reference):

@@ -23,9 +23,9 @@ def test_sharded_logits_equal_single_device(reference, converted, data, fsdp):
     shardings = {"params": parallel.param_shardings(
         models.abstract_params(cfg, "transformer"), mesh)}
     sharded_vars = jax.device_put(variables, shardings)
-    kernel = sharded_vars["params"]["blocks_0"]["ffn"]["fc1"]["kernel"]
+    kernel = sharded_vars["params"]["blocks"]["ffn"]["fc1"]["kernel"]
     assert len(kernel.sharding.device_set) == 8
-    assert kernel.addressable_shards[0].data.shape[0] == kernel.shape[0] // fsdp
+    assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // fsdp
     batch = parallel.batch_sharding(mesh, 1)
     tokens_sharding = parallel.batch_sharding(mesh, 3)
     step = jax.jit(module.apply, in_shardings=(shardings, batch, tokens_sharding),

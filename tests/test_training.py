@@ -164,7 +164,7 @@ def test_sharded_train_step_equals_single_device():
         tok = jax.device_put(tok_params, parallel.replicated(mesh))
         new_state, metrics = jax.jit(step)(state, tok, batch, jax.random.key(1))
         results.append((float(metrics["loss"]), jax.device_get(new_state.params)))
-    kernel = state.params["blocks_0"]["ffn"]["fc1"]["kernel"]
+    kernel = state.params["blocks"]["ffn"]["fc1"]["kernel"]
     assert len(kernel.sharding.device_set) == 8
     assert results[0][0] == pytest.approx(results[1][0], abs=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0),
@@ -219,9 +219,9 @@ def test_optimizer_recipe():
     cfg = _config()
     params = nn.unbox(models.init_params(cfg.model, jax.random.key(0), "transformer"))
     mask = optimizer.decay_mask(params)
-    assert mask["blocks_0"]["ffn"]["fc1"]["kernel"] and mask["class_emb"]["embedding"]
-    assert not mask["pos_embed"] and not mask["blocks_0"]["ffn"]["fc1"]["bias"]
-    assert not mask["blocks_0"]["attn"]["scale_mul"] and not mask["lvl_embed"]["embedding"]
+    assert mask["blocks"]["ffn"]["fc1"]["kernel"] and mask["class_emb"]["embedding"]
+    assert not mask["pos_embed"] and not mask["blocks"]["ffn"]["fc1"]["bias"]
+    assert not mask["blocks"]["attn"]["scale_mul"] and not mask["lvl_embed"]["embedding"]
     schedule = optimizer.lr_schedule(1.0, total_steps=101, warmup_steps=10, final_ratio=0.1)
     assert float(schedule(0)) == pytest.approx(0.005)
     assert float(schedule(10)) == pytest.approx(1.0)

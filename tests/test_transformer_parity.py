@@ -68,11 +68,11 @@ def test_fresh_init_follows_var_recipe(converted):
     cfg, _ = converted
     params = nn.unbox(models.init_params(cfg, jax.random.key(1), "transformer"))
     c = cfg.transformer.embed_dim
-    ada = params["blocks_0"]["ada_lin"]["kernel"]
+    ada = params["blocks"]["ada_lin"]["kernel"][0]
     std = (1 / (3 * c)) ** 0.5
     assert np.std(ada[:, :2 * c]) < 1e-3 * std  # gammas start near zero (init_adaln_gamma)
     assert np.std(ada[:, 2 * c:]) == pytest.approx(0.5 * std, rel=0.1)
-    np.testing.assert_allclose(params["blocks_0"]["attn"]["scale_mul"], np.log(4.0), rtol=1e-6)
+    np.testing.assert_allclose(params["blocks"]["attn"]["scale_mul"], np.log(4.0), rtol=1e-6)
     assert np.all(params["head"]["bias"] == 0)
 
 

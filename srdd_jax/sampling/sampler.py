@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
 from srdd_jax import models, parallel
@@ -35,6 +37,7 @@ from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer.model import VAR
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+DECODE_BYTES = 2**28  # bytes of one full-resolution decoder activation per decode chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +119,9 @@ class Sampler:
         )
         self.mesh = mesh
         self._jitted = {}  # batch size -> jitted sampler
-        # (tokenizer params, f_hat (B, h, w, Cv)) -> images (B, H, W, C) in [-1, 1].
-        self.decode = jax.jit(lambda p, f: self.tokenizer.apply({"params": p}, f, method=VQVAE.decode))
+        self._compiled = {}  # argument shapes and dtypes -> compiled sampler
+        self.compile_seconds = 0.0  # of the latest compilation
+        self.decode = jax.jit(self._decode)
 
     # ------------------------------------------------------------------------------ public API
     @property
@@ -161,8 +165,9 @@ class Sampler:
         if self.mesh is not None:  # place (or re-place) the parameters as the program expects
             tok_params, tr_params = jax.device_put((tok_params, tr_params),
                                                    self._in_shardings(b)[:2])
-        return self.jitted(b)(tok_params, tr_params, self.tables, labels_B, rng,
-                              jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
+        args = (tok_params, tr_params, self.tables, labels_B, rng,
+                jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
+        return self._executable(args)(*args)
 
     def jitted(self, batch_size: int):
         """The jitted sampler core for a batch size: (tok_params, tr_params, tables, labels, rng,
@@ -176,13 +181,26 @@ class Sampler:
         return self._jitted[batch_size]
 
     def compile(self, params: dict, batch_size: int):
-        """Ahead-of-time compilation (for timing and memory analysis)."""
+        """Ahead-of-time compilation for a batch size (also what `sample` runs); `params` may be
+        arrays or ShapeDtypeStructs. The seconds it took are in `compile_seconds`."""
         length = self.sequence_length
         args = (params["tokenizer"], params["transformer"], self.tables,
                 jax.ShapeDtypeStruct((batch_size,), jnp.int32), jax.random.key(0),
                 jax.ShapeDtypeStruct((batch_size, length), jnp.int32),
                 jax.ShapeDtypeStruct((batch_size, length), bool))
-        return self.jitted(batch_size).lower(*args).compile()
+        return self._executable(args)
+
+    def _executable(self, args):
+        """The compiled program for arguments of these shapes and dtypes, compiled once."""
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves))
+        if key not in self._compiled:
+            start = time.perf_counter()
+            self._compiled[key] = self.jitted(np.shape(args[3])[0]).lower(*args).compile()
+            self.compile_seconds = time.perf_counter() - start
+            logging.info("sampler (%s mask, batch %d): compiled in %.1f s", self.mask,
+                         np.shape(args[3])[0], self.compile_seconds)
+        return self._compiled[key]
 
     @functools.cache  # noqa: B019 (one sampler lives as long as its program)
     def _in_shardings(self, batch_size: int):
@@ -201,6 +219,31 @@ class Sampler:
                     confidence_BL=parallel.batch_sharding(mesh, 2, batch_size),
                     f_hat_BhwC=parallel.batch_sharding(mesh, 4, batch_size),
                     resampled_K=parallel.replicated(mesh))
+
+    def _decode(self, tok_params, f_hat_BhwC):
+        """(tokenizer params, f_hat (B, h, w, Cv)) -> images (B, H, W, C) float32 in [-1, 1].
+
+        Runs in the transformer's compute dtype (bfloat16 models decode in bfloat16, as VAR does
+        under autocast), a few images at a time (`decode_chunk`), so the decoder's full-resolution
+        activations stay small whatever the batch.
+        """
+        decoder = models.build_tokenizer(self.model_cfg, dtype=models.DTYPES[
+            self.model_cfg.transformer.dtype])
+
+        def one(f_hwC):
+            return decoder.apply({"params": tok_params}, f_hwC[None], method=VQVAE.decode)[0]
+
+        images = jax.lax.map(one, f_hat_BhwC, batch_size=min(self.decode_chunk,
+                                                             f_hat_BhwC.shape[0]))
+        return images.astype(jnp.float32)
+
+    @property
+    def decode_chunk(self) -> int:
+        """Images decoded together: about DECODE_BYTES per full-resolution activation."""
+        tok = self.model_cfg.tokenizer
+        itemsize = jnp.dtype(models.DTYPES[self.model_cfg.transformer.dtype]).itemsize
+        per_image = self.tokenizer.image_size ** 2 * tok.ch * tok.ch_mult[0] * itemsize
+        return max(1, DECODE_BYTES // per_image)
 
     # ---------------------------------------------------------------------------- internals
     def _bucket_cache_widths(self) -> list[int]:

@@ -194,7 +194,16 @@ class VQVAE(nn.Module):
                 f"got {tuple(idx_BL.shape)}"
             )
 
+    def create_params(self) -> jax.Array:
+        """Touches every parameter on the smallest input (one latent pixel): the convolutions'
+        parameters do not depend on the image size, so creating them never runs at full size."""
+        side = 2 ** (len(self.ch_mult) - 1)
+        image = jnp.zeros((1, side, side, self.in_channels), jnp.float32)
+        latent = self.quant_conv(self.encoder(image))
+        self.quantize(latent.astype(jnp.float32))
+        return self.decoder(self.post_quant_conv(latent))
+
     def __call__(self, img_BHWC: jax.Array) -> jax.Array:
-        """Reconstruction through the quantizer (also the initialisation entry point)."""
+        """Reconstruction through the quantizer."""
         self.quantize(jnp.zeros((1, 1, 1, self.z_channels), jnp.float32))
         return self.indices_to_image(self.encode_to_indices(img_BHWC))

@@ -9,6 +9,7 @@ checkpoints, and stops with a clear message on a non-finite loss without saving 
 from __future__ import annotations
 
 import os
+import time
 
 import flax.linen as nn
 import jax
@@ -59,6 +60,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
     Returns:
       The final params.
     """
+    started = time.perf_counter()
     init_rng, step_rng = jax.random.split(jax.random.key(seed))
     abstract_boxed = jax.eval_shape(lambda r: steps.init_state(boxed_init, tx, r), init_rng)
     state_shardings = parallel.param_shardings(abstract_boxed, mesh)
@@ -74,6 +76,8 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
         start, state, data_state = restored
         iterator.set_state(data_state)
         logging.info("%s: resumed from step %d (data position %s)", name, start, data_state)
+    jax.block_until_ready(state)
+    init_seconds = time.perf_counter() - started
     spec = iterator.batch_spec()
     abstract_batch = {key: jax.ShapeDtypeStruct(shape, dtype) for key, (shape, dtype) in spec.items()}
     shard_batch = {key: parallel.batch_sharding(mesh, len(shape)) for key, (shape, _) in spec.items()}
@@ -82,7 +86,9 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
     jitted = jax.jit(step_fn, in_shardings=(state_shardings, *frozen_shardings, shard_batch,
                                             replicated),
                      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+    compiling = time.perf_counter()
     compiled = jitted.lower(abstract, *frozen, abstract_batch, step_rng).compile()
+    compile_seconds = time.perf_counter() - compiling
     memory = compiled.memory_analysis()
     if memory is not None:
         logging.info("%s step memory: arguments %.1f MiB, temporaries %.1f MiB, outputs %.1f MiB",
@@ -101,6 +107,11 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
         batch = global_batch(next(iterator), mesh)
         state, metrics = compiled(state, *frozen, batch, step_rng)
         done = step + 1
+        if step == start:
+            jax.block_until_ready(metrics)
+            logging.info("%s: first step done %.1f s after start (%s %.1f s, compile %.1f s)",
+                         name, time.perf_counter() - started,
+                         "init" if restored is None else "restore", init_seconds, compile_seconds)
         for action in actions:
             action(done)
         saving = done % run_cfg.checkpoint_every == 0 or done == run_cfg.steps

@@ -12,13 +12,16 @@ import optax
 
 # Parameters VAR excludes from weight decay by name (besides every 1-D parameter and bias).
 NO_DECAY = re.compile(r"pos_start|pos_embed|lvl_embed|scale_mul|ada_gss|bias")
+STACKED_BLOCKS = "blocks"  # the transformer's scanned blocks: parameters stacked over layers
 
 
 def decay_mask(params):
-    """True for parameters that get weight decay (VAR: >= 2-D weights outside the no-decay names)."""
+    """True for parameters that get weight decay (VAR: >= 2-D weights outside the no-decay names;
+    a stacked block parameter's leading layers axis does not count)."""
     def keep(path, leaf):
-        name = "/".join(str(getattr(p, "key", p)) for p in path)
-        return leaf.ndim >= 2 and not NO_DECAY.search(name)
+        names = [str(getattr(p, "key", p)) for p in path]
+        ndim = leaf.ndim - (names[:1] == [STACKED_BLOCKS])
+        return ndim >= 2 and not NO_DECAY.search("/".join(names))
 
     return jax.tree_util.tree_map_with_path(keep, params)
 

@@ -42,11 +42,15 @@ def init_state(init_params_fn, tx, rng) -> TrainState:
 
 
 def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array, label_smoothing: float) -> jax.Array:
-    """Per-token cross-entropy (B, L) in float32, with optional label smoothing."""
-    vocab = logits_BLV.shape[-1]
-    labels = optax.smooth_labels(jax.nn.one_hot(targets_BL, vocab), label_smoothing) \
-        if label_smoothing > 0 else jax.nn.one_hot(targets_BL, vocab)
-    return optax.softmax_cross_entropy(logits_BLV.astype(jnp.float32), labels)
+    """Per-token cross-entropy (B, L) in float32, with optional label smoothing (targets
+    (1 - e) one-hot + e / V), computed from integer targets without a (B, L, V) one-hot:
+    logsumexp(z) - (1 - e) z_target - e mean(z)."""
+    logits = logits_BLV.astype(jnp.float32)
+    target_logit = jnp.take_along_axis(logits, targets_BL[..., None], axis=-1)[..., 0]
+    ce = jax.nn.logsumexp(logits, axis=-1) - (1.0 - label_smoothing) * target_logit
+    if label_smoothing > 0:
+        ce = ce - label_smoothing * jnp.mean(logits, axis=-1)
+    return ce
 
 
 def per_scale_mean(values_BL: jax.Array, patch_nums) -> jax.Array:

@@ -77,11 +77,11 @@ def build(model_cfg: ml_collections.ConfigDict, run: ml_collections.ConfigDict):
     disc = perceptual.PatchDiscriminator(run.disc_channels, run.disc_layers)
     tx = make_optimizer(run, adversarial)
     frozen = (perceptual.load_lpips(run.lpips_weights, run.vgg16_weights),) if use_lpips else ()
-    image = models.init_inputs(model_cfg)[0]
+    image = models.init_image(model_cfg)
 
     def boxed_init(rng):
         tok_rng, disc_rng = jax.random.split(rng)
-        params = {"tokenizer": models.init_params(model_cfg, tok_rng, "tokenizer")}
+        params = {"tokenizer": models.create_params(model_cfg, tok_rng, "tokenizer")}
         if adversarial:
             params["discriminator"] = disc.init(disc_rng, image)["params"]
         return params

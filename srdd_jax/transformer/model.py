@@ -1,8 +1,15 @@
 """VAR's scale-wise AdaLN transformer, with the attention mask as a choice (`var`, `markov`, ...).
 
-Parameters are float32 and carry logical axis names (`embed`, `mlp`, `qkv`, `heads`, `vocab`,
-`classes`, `levels`, `tokens`, `adaln`, `latent`, `joined_heads`) that `srdd_jax.parallel` maps to mesh axes.
-Compute runs in `dtype`; layer norms, softmax, the head and the logits stay float32.
+Parameters are float32 and carry logical axis names (`layers`, `embed`, `mlp`, `qkv`, `heads`,
+`vocab`, `classes`, `levels`, `tokens`, `adaln`, `latent`, `joined_heads`) that `srdd_jax.parallel`
+maps to mesh axes. Compute runs in `dtype`; layer norms, softmax, the head and the logits stay
+float32.
+
+The `depth` blocks are one `nn.scan` over a stacked parameter tree (`params['blocks']`, leading
+axis `layers` of size depth), for teacher forcing and for the sampler's per-scale step alike, so
+the compiled program holds one block whatever the depth. In training each block can be
+rematerialised (`remat`: none, dots, full). Attention is `transformer.attention` (exact XLA
+einsum, or cuDNN's fused kernel on GPUs).
 
 Shapes: B batch, L = sum(pn^2) tokens, C width, H heads, D = C / H, V vocabulary, Cv latent
 channels. Inputs are labels (B,) and the teacher-forcing tokens x_BLCv (B, L - pn_0^2, Cv).
@@ -10,17 +17,15 @@ channels. Inputs are labels (B,) and the teacher-forcing tokens x_BLCv (B, L - p
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from srdd_jax import scales
-from srdd_jax.transformer import masks
+from srdd_jax.transformer import attention, masks
 
 MAX_SCALE_MUL = 4.605170249938965  # float32 log(100), VAR's clamp of the attention temperature
 _LN_EPS_DEFAULT = 1e-6
@@ -65,51 +70,27 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return (x / jnp.maximum(norm, eps)).astype(x.dtype)
 
 
-def drop_path(x_BLC: jax.Array, rate: float, rng) -> jax.Array:
-    """Per-sample stochastic depth: zero a sample's branch with prob `rate`, scale the rest."""
+# Rematerialisation of a block in the backward pass: what its forward keeps for the gradient.
+REMAT_POLICIES = {
+    "none": None,  # keep everything (fastest, most memory)
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmul outputs
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only each block's input
+}
+
+
+def validate_remat(name: str) -> str:
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"model.transformer.remat={name!r}: choose one of "
+                         f"{', '.join(REMAT_POLICIES)}")
+    return name
+
+
+def drop_path(x_BLC: jax.Array, rate, rng) -> jax.Array:
+    """Per-sample stochastic depth: zero a sample's branch with prob `rate` (may be traced),
+    scale the rest."""
     keep = 1.0 - rate
     mask = jax.random.bernoulli(rng, keep, (x_BLC.shape[0],) + (1,) * (x_BLC.ndim - 1))
     return jnp.where(mask, x_BLC / keep, 0.0).astype(x_BLC.dtype)
-
-
-def attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, key_valid_Bk=None) -> jax.Array:
-    """Softmax attention in float32; `key_valid_Bk` (B, k) bool masks keys. Returns (B, q, H, D)."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k_BkHD).astype(jnp.float32) * softmax_scale
-    if key_valid_Bk is not None:
-        logits = jnp.where(key_valid_Bk[:, None, None, :], logits, -jnp.inf)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v_BkHD.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v_BkHD)
-
-
-def attend_segments(q_BqHD, segments, softmax_scale: float) -> jax.Array:
-    """Softmax attention over keys split into segments, without concatenating them (inference).
-
-    One softmax across all segments: logits per segment, one running max, and the outputs summed
-    and normalised once at the end, so a KV cache is read where it lies instead of being copied
-    next to the new keys. Every query must see at least one valid key.
-
-    Args:
-      q_BqHD: queries (B, q, H, D).
-      segments: sequence of (k_BkHD, v_BkHD, valid_Bk), one per key segment (k may differ); valid
-        is (B, k) bool.
-      softmax_scale: multiplies the logits.
-    Returns:
-      (B, q, H, D) in the dtype of the values.
-    """
-    logits = [
-        jnp.where(valid[:, None, None, :],
-                  jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k).astype(jnp.float32) * softmax_scale,
-                  -jnp.inf)
-        for k, _, valid in segments
-    ]
-    peak_BHq = functools.reduce(jnp.maximum, [jnp.max(lg, axis=-1) for lg in logits])
-    total_BHq = jnp.zeros_like(peak_BHq)
-    out_BqHD = jnp.zeros(q_BqHD.shape, jnp.float32)
-    for lg, (_, v, _) in zip(logits, segments):
-        weights = jnp.exp(lg - peak_BHq[..., None])
-        total_BHq = total_BHq + jnp.sum(weights, axis=-1)
-        out_BqHD = out_BqHD + jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
-    return (out_BqHD / jnp.transpose(total_BHq, (0, 2, 1))[..., None]).astype(segments[0][1].dtype)
 
 
 class SelfAttention(nn.Module):
@@ -118,7 +99,7 @@ class SelfAttention(nn.Module):
 
     With `attn_l2_norm`, q and k are l2-normalised per head and q is scaled by
     exp(min(scale_mul_h, log 100)) (cosine attention, softmax scale 1); otherwise the softmax scale
-    is 0.25 / sqrt(D).
+    is 0.25 / sqrt(D). `implementation` is 'xla' or 'cudnn' (see `transformer.attention`).
     """
 
     embed_dim: int
@@ -127,6 +108,7 @@ class SelfAttention(nn.Module):
     attn_l2_norm: bool
     init_std: float
     proj_init_factor: float
+    implementation: str = "xla"
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
@@ -172,7 +154,8 @@ class SelfAttention(nn.Module):
         """Teacher-forced attention over the whole sequence, (B, L, C) -> (B, L, C)."""
         q, k, v = self.project(x_BLC)
         outputs = [
-            attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], self.softmax_scale)
+            attention.attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], self.softmax_scale,
+                             self.implementation)
             for (q0, q1), (k0, k1) in self.ranges
         ]
         return self.output(jnp.concatenate(outputs, axis=1))
@@ -184,13 +167,18 @@ class SelfAttention(nn.Module):
           x_BlC: this scale's (padded) tokens (B, l, C).
           context: sequence of (k_BcHD, v_BcHD, valid_Bc) key segments of earlier scales (may be
             empty); attended together with this scale's own keys, never concatenated.
-          own_valid_Bl: (B, l) bool, False on padding tokens.
+          own_valid_Bl: (B, l) bool, True on a prefix (the scale's tokens), False on padding.
         Returns:
           (out_BlC, k_BlHD, v_BlHD): the output and this scale's keys/values.
         """
         q, k, v = self.project(x_BlC)
-        segments = [(ck.astype(k.dtype), cv.astype(v.dtype), valid) for ck, cv, valid in context]
-        out = attend_segments(q, segments + [(k, v, own_valid_Bl)], self.softmax_scale)
+        if not context:  # markov: this scale's own keys only
+            lengths_B = jnp.sum(own_valid_Bl, axis=1, dtype=jnp.int32)
+            out = attention.attend(q, k, v, self.softmax_scale, self.implementation, lengths_B)
+        else:
+            segments = [(ck.astype(k.dtype), cv.astype(v.dtype), valid) for ck, cv, valid in context]
+            out = attention.attend_segments(q, segments + [(k, v, own_valid_Bl)],
+                                            self.softmax_scale)
         return self.output(out), k, v
 
 
@@ -226,7 +214,8 @@ class AdaLNSelfAttn(nn.Module):
 
     The six modulation vectors come from this block's `ada_lin` (SiLU -> Dense(D -> 6C)), or, when
     `shared_aln`, from the shared projection plus this block's `ada_gss` (6, C). Order: gamma1,
-    gamma2, scale1, scale2, shift1, shift2.
+    gamma2, scale1, scale2, shift1, shift2. One instance is scanned over the depth by `VAR`, so
+    its parameters carry a leading `layers` axis.
     """
 
     embed_dim: int
@@ -236,11 +225,11 @@ class AdaLNSelfAttn(nn.Module):
     attn_l2_norm: bool
     shared_aln: bool
     norm_eps: float
-    drop_path_rate: float
     init_std: float
     init_adaln: float
     init_adaln_gamma: float
     depth: int
+    attention: str = "xla"
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
@@ -258,7 +247,7 @@ class AdaLNSelfAttn(nn.Module):
             self.ada_lin = dense(6 * c, ("embed", "adaln"), "ada_lin", jnp.float32, init)
         residual_factor = 1.0 / math.sqrt(2 * self.depth)
         self.attn = SelfAttention(c, self.num_heads, self.ranges, self.attn_l2_norm, self.init_std,
-                                  residual_factor, self.dtype)
+                                  residual_factor, self.attention, self.dtype)
         self.ffn = FFN(self.mlp_hidden, self.init_std, residual_factor, self.dtype)
 
     def modulations(self, cond) -> list[jax.Array]:
@@ -272,25 +261,38 @@ class AdaLNSelfAttn(nn.Module):
     def _modulate(self, x, scale, shift):
         return (layer_norm(x, self.norm_eps) * (1 + scale) + shift).astype(self.dtype)
 
-    def _branch(self, out, gamma, train: bool):
+    def _branch(self, out, gamma, drop_rate):
         out = out.astype(jnp.float32) * gamma
-        if train and self.drop_path_rate > 0:
-            out = drop_path(out, self.drop_path_rate, self.make_rng("dropout"))
+        if drop_rate is not None:
+            out = drop_path(out, drop_rate, self.make_rng("dropout"))
         return out
 
-    def __call__(self, x_BLC: jax.Array, cond: jax.Array, train: bool) -> jax.Array:
-        """Teacher forcing over the whole sequence (B, L, C)."""
+    def __call__(self, x_BLC: jax.Array, cond: jax.Array, drop_rate=None) -> jax.Array:
+        """Teacher forcing over the whole sequence (B, L, C); drop_rate: this block's drop-path
+        rate (a traced scalar in training), or None for none."""
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulations(cond)
-        x_BLC = x_BLC + self._branch(self.attn(self._modulate(x_BLC, scale1, shift1)), gamma1, train)
-        return x_BLC + self._branch(self.ffn(self._modulate(x_BLC, scale2, shift2)), gamma2, train)
+        x_BLC = x_BLC + self._branch(self.attn(self._modulate(x_BLC, scale1, shift1)), gamma1,
+                                     drop_rate)
+        return x_BLC + self._branch(self.ffn(self._modulate(x_BLC, scale2, shift2)), gamma2,
+                                    drop_rate)
 
     def step(self, x_BlC: jax.Array, cond: jax.Array, context, own_valid_Bl: jax.Array):
         """One scale for the sampler (inference only); returns (x, k, v) as SelfAttention.step."""
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulations(cond)
         out, k, v = self.attn.step(self._modulate(x_BlC, scale1, shift1), context, own_valid_Bl)
-        x_BlC = x_BlC + self._branch(out, gamma1, False)
-        x_BlC = x_BlC + self._branch(self.ffn(self._modulate(x_BlC, scale2, shift2)), gamma2, False)
+        x_BlC = x_BlC + self._branch(out, gamma1, None)
+        x_BlC = x_BlC + self._branch(self.ffn(self._modulate(x_BlC, scale2, shift2)), gamma2, None)
         return x_BlC, k, v
+
+
+def scan_blocks(body, depth: int, remat: str = "none"):
+    """`body(block, carry, *xs) -> (carry, ys)` scanned over `depth` layers of one block module
+    whose parameters (and per-layer rngs) are stacked on a leading `layers` axis; with `remat`,
+    each layer is rematerialised in the backward pass by that policy."""
+    if validate_remat(remat) != "none":
+        body = nn.remat(body, policy=REMAT_POLICIES[remat], prevent_cse=False)
+    return nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                   length=depth, metadata_params={nn.PARTITION_NAME: "layers"})
 
 
 class VAR(nn.Module):
@@ -314,6 +316,8 @@ class VAR(nn.Module):
     init_adaln_gamma: float = 1e-5
     init_head: float = 0.02
     init_std: float = -1.0
+    remat: str = "none"
+    attention: str = "auto"
     dtype: jnp.dtype = jnp.float32
 
     @property
@@ -349,17 +353,14 @@ class VAR(nn.Module):
                                         normal(std))
         ranges = tuple(zip(scales.scale_bounds(self.patch_nums),
                            masks.key_ranges(self.patch_nums, masks.validate_mask(self.mask))))
-        dpr = np.linspace(0.0, self.drop_path_rate, self.depth)
-        self.blocks = [
-            AdaLNSelfAttn(
-                embed_dim=c, num_heads=self.num_heads, mlp_hidden=round(c * self.mlp_ratio), ranges=ranges,
-                attn_l2_norm=self.attn_l2_norm, shared_aln=self.shared_aln,
-                norm_eps=self.norm_eps, drop_path_rate=float(dpr[i]), init_std=std,
-                init_adaln=self.init_adaln, init_adaln_gamma=self.init_adaln_gamma,
-                depth=self.depth, dtype=self.dtype,
-            )
-            for i in range(self.depth)
-        ]
+        self.blocks = AdaLNSelfAttn(
+            embed_dim=c, num_heads=self.num_heads, mlp_hidden=round(c * self.mlp_ratio),
+            ranges=ranges, attn_l2_norm=self.attn_l2_norm, shared_aln=self.shared_aln,
+            norm_eps=self.norm_eps, init_std=std, init_adaln=self.init_adaln,
+            init_adaln_gamma=self.init_adaln_gamma, depth=self.depth,
+            attention=attention.resolve(self.attention, self.dtype, c // self.num_heads),
+            dtype=self.dtype, name="blocks",
+        )
         self.head_ada_lin = dense(
             2 * c, ("embed", "adaln"), "head_ada_lin", jnp.float32,
             ada_lin_init(std, c, 0, 0.0, self.init_adaln),
@@ -415,7 +416,7 @@ class VAR(nn.Module):
         return x + self.lvl_embed(level)[None, None] + self.pos_embed[positions_l][None]
 
     def step(self, x_BlC: jax.Array, cond_BC: jax.Array, contexts, own_valid_Bl: jax.Array):
-        """Runs one scale through all blocks (inference).
+        """Runs one scale through all blocks (inference), scanned over the depth.
 
         Args:
           x_BlC: `embed_scale` output (B, l, C).
@@ -427,13 +428,24 @@ class VAR(nn.Module):
           (logits_BlV float32, k_NBlHD, v_NBlHD) with this scale's keys/values for later scales.
         """
         block_cond = self.block_condition(cond_BC)
-        keys, values = [], []
-        for i, block in enumerate(self.blocks):
-            context = [(k_N[i], v_N[i], valid) for k_N, v_N, valid in contexts]
-            x_BlC, k, v = block.step(x_BlC, block_cond, context, own_valid_Bl)
-            keys.append(k)
-            values.append(v)
-        return self.logits(x_BlC, cond_BC), jnp.stack(keys), jnp.stack(values)
+        kv_per_layer = tuple((k_N, v_N) for k_N, v_N, _ in contexts)
+        valids = tuple(valid for _, _, valid in contexts)
+
+        def layer(block, x, kv):
+            context = [(k, v, valid) for (k, v), valid in zip(kv, valids)]
+            x, k, v = block.step(x, block_cond, context, own_valid_Bl)
+            return x, (k, v)
+
+        x_BlC, (keys, values) = scan_blocks(layer, self.depth)(self.blocks, x_BlC, kv_per_layer)
+        return self.logits(x_BlC, cond_BC), keys, values
+
+    def create_params(self, labels_B: jax.Array) -> jax.Array:
+        """Touches every parameter on a one-token input (what `init` runs, through
+        `models.init_params`): creating parameters never traces the model at full size."""
+        cond_BC = self.condition(labels_B)
+        x_Bl1 = jnp.zeros(labels_B.shape + (1, self.z_channels), jnp.float32)
+        x_BlC = self.embed_scale(cond_BC, x_Bl1, jnp.int32(0), jnp.zeros((1,), jnp.int32), True)
+        return self.step(x_BlC, cond_BC, (), jnp.ones(x_BlC.shape[:2], bool))[0]
 
     def __call__(self, labels_B: jax.Array, x_BLCv: jax.Array, train: bool = False) -> jax.Array:
         """Teacher-forced logits.
@@ -441,7 +453,8 @@ class VAR(nn.Module):
         Args:
           labels_B: (B,) int class labels; num_classes is the null class.
           x_BLCv: (B, L - pn_0^2, Cv) teacher-forcing input from the tokenizer.
-          train: enables label dropout and drop-path (needs a 'dropout' rng).
+          train: enables label dropout and drop-path (needs a 'dropout' rng) and rematerialises
+            the blocks by `remat`.
         Returns:
           logits_BLV (B, L, V) float32.
         """
@@ -456,6 +469,12 @@ class VAR(nn.Module):
         cond_BC = self.condition(labels_B, train)
         h_BLC = self.embed_tokens(cond_BC, x_BLCv)
         block_cond = self.block_condition(cond_BC)
-        for block in self.blocks:
-            h_BLC = block(h_BLC, block_cond, train)
+        drop_path_on = train and self.drop_path_rate > 0
+        rates_N = jnp.linspace(0.0, self.drop_path_rate, self.depth, dtype=jnp.float32)
+
+        def layer(block, h, rate):
+            return block(h, block_cond, rate if drop_path_on else None), None
+
+        h_BLC, _ = scan_blocks(layer, self.depth, self.remat if train else "none")(
+            self.blocks, h_BLC, rates_N)
         return self.logits(h_BLC, cond_BC)

@@ -1,0 +1,203 @@
+"""How start-up cost and memory scale with depth: init, compile, steady state, memory.
+
+For each depth (default 4, 16, 30; width 64 * depth, VAR's released shapes at 256 px, random
+weights) a fresh process (so peak RSS is its own, and with the persistent compilation cache off)
+measures:
+- init_s: creating the tokenizer and transformer parameters (one jitted program each);
+- train_compile_s and train_temp_bytes: ahead-of-time compilation of the transformer train step
+  (tokenizer encoding included) at `--batch`, and XLA's temporary memory for it;
+- sampler_compile_s / sampler_temp_bytes for the `var` and `markov` samplers (CFG 1.5, top-k 900,
+  top-p 0.96) at `--batch`;
+- step_s: the steady-state train step (median of `--steps` steps after one warm-up), when the
+  train state fits in memory (else `step_skipped` says why);
+- peak_rss_bytes of the process.
+Prints JSON with all of it and the ratios of the deepest to the shallowest depth.
+
+    python benchmarks/scaling.py [--depths 4,16,30] [--batch 8] [--steps 2] [--remat dots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def model_config(depth: int, width: int | None = None, dtype: str = "float32",
+                 remat: str | None = None, patch_nums=None, mask: str = "markov"):
+    """VAR's released tokenizer and a d`depth` transformer (width 64 * depth unless given)."""
+    from srdd_jax import models
+
+    overrides = dict(mask=mask, dtype=dtype)
+    if width:
+        overrides.update(embed_dim=width, num_heads=max(width // 64, 1))
+    if remat:
+        overrides["remat"] = remat
+    return models.model_config(patch_nums or models.PATCH_NUMS_256,
+                               transformer=models.transformer_config(depth, **overrides))
+
+
+def train_step_parts(cfg, batch: int, cached_tokens: bool = False):
+    """(jitted step, abstract state, abstract batch, optimizer) for the transformer train step:
+    from images (the tokenizer encodes them in the step) or from cached tokens."""
+    import jax
+
+    from srdd_jax import experiment_config, models
+    from srdd_jax.training import optimizer
+    from srdd_jax.training import steps as train_steps
+
+    tx, _ = optimizer.make_optimizer(experiment_config.optim_config(), 1000, batch)
+    step = train_steps.make_transformer_step(models.build_transformer(cfg),
+                                             models.build_tokenizer(cfg), tx)
+    init = train_steps.unboxed_init(lambda r: models.create_params(cfg, r, "transformer"), tx)
+    abstract_state = jax.eval_shape(init, jax.random.key(0))
+    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                  random_batch(cfg, batch, cached_tokens=cached_tokens))
+    return jax.jit(step, donate_argnums=(0,)), abstract_state, abstract_batch, tx
+
+
+def random_batch(cfg, batch: int, seed: int = 0, cached_tokens: bool = False) -> dict:
+    """Random images in [-1, 1] (or token sequences) and labels."""
+    import numpy as np
+
+    from srdd_jax import models, scales
+
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(batch) % cfg.transformer.num_classes).astype(np.int32)
+    if cached_tokens:
+        length = scales.sequence_length(cfg.patch_nums)
+        return {"tokens": rng.integers(0, cfg.tokenizer.vocab_size, (batch, length), np.int32),
+                "label": labels}
+    size = models.build_tokenizer(cfg).image_size
+    return {"image": rng.uniform(-1, 1, (batch, size, size, cfg.tokenizer.in_channels)
+                                 ).astype(np.float32), "label": labels}
+
+
+def available_memory_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_bytes(tree) -> int:
+    import jax
+    import numpy as np
+
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def temp_bytes(compiled):
+    memory = compiled.memory_analysis()
+    return getattr(memory, "temp_size_in_bytes", None)
+
+
+def measure(depth: int, width: int | None, batch: int, steps: int, remat: str | None) -> dict:
+    import flax.linen as nn
+    import jax
+
+    from srdd_jax import compilation_cache, models
+    from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+
+    compilation_cache.enable("off")  # cold compiles only
+    cfg = model_config(depth, width, remat=remat)
+    result = {"depth": depth, "width": cfg.transformer.embed_dim, "heads": cfg.transformer.num_heads,
+              "remat": cfg.transformer.remat, "batch": batch}
+
+    start = time.perf_counter()
+    params = {which: jax.block_until_ready(nn.unbox(models.init_params(cfg, jax.random.key(i), which)))
+              for i, which in enumerate(("tokenizer", "transformer"))}
+    result["init_s"] = time.perf_counter() - start
+    result["transformer_params"] = sum(x.size for x in jax.tree.leaves(params["transformer"]))
+
+    jitted, abstract_state, abstract_batch, tx = train_step_parts(cfg, batch)
+    start = time.perf_counter()
+    compiled = jitted.lower(abstract_state, params["tokenizer"], abstract_batch,
+                            jax.random.key(1)).compile()
+    result["train_compile_s"] = time.perf_counter() - start
+    result["train_temp_bytes"] = temp_bytes(compiled)
+
+    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    settings = SamplerSettings(cfg=1.5, top_k=900, top_p=0.96)
+    for mask in ("var", "markov"):
+        sampler = Sampler(cfg, settings, mask=mask)
+        start = time.perf_counter()
+        sampler_compiled = sampler.compile(abstract_params, batch)
+        result[f"sampler_compile_s_{mask}"] = time.perf_counter() - start
+        result[f"sampler_temp_bytes_{mask}"] = temp_bytes(sampler_compiled)
+
+    state_bytes = 4 * tree_bytes(params["transformer"])  # params, two Adam moments, gradients
+    if state_bytes + (result["train_temp_bytes"] or 0) > 0.8 * available_memory_bytes():
+        result["step_skipped"] = (f"the train state and step need about "
+                                  f"{(state_bytes + (result['train_temp_bytes'] or 0)) / 2**30:.1f}"
+                                  f" GiB, more than 80% of the {available_memory_bytes() / 2**30:.1f}"
+                                  " GiB available")
+    else:
+        tr_params = params.pop("transformer")
+        state = jax.jit(lambda p: _fresh_state(p, tx), donate_argnums=(0,))(tr_params)
+        data = random_batch(cfg, batch)
+        times = []
+        for i in range(steps + 1):
+            start = time.perf_counter()
+            state, metrics = compiled(state, params["tokenizer"], data, jax.random.key(i))
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+        result["step_s"] = statistics.median(times[1:])
+        result["loss"] = float(metrics["loss"])
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def _fresh_state(params, tx):
+    import jax.numpy as jnp
+
+    from srdd_jax.training import steps as train_steps
+
+    return train_steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                  opt_state=tx.init(params))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--depths", default="4,16,30")
+    parser.add_argument("--width", type=int, default=0, help="width for every depth (0: 64*depth)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--remat", default="", help="none|dots|full (default: the config's)")
+    parser.add_argument("--only", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only:
+        print(json.dumps(measure(args.only, args.width or None, args.batch, args.steps,
+                                 args.remat or None)))
+        return
+    depths = [int(d) for d in args.depths.split(",")]
+    results = {}
+    for depth in depths:
+        out = subprocess.run([sys.executable, __file__, f"--only={depth}", f"--width={args.width}",
+                              f"--batch={args.batch}", f"--steps={args.steps}",
+                              f"--remat={args.remat}"], capture_output=True, text=True)
+        if out.returncode != 0:
+            results[f"d{depth}"] = {"error": out.stderr.strip().splitlines()[-1:]}
+            continue
+        results[f"d{depth}"] = json.loads(out.stdout.strip().splitlines()[-1])
+    low, high = results.get(f"d{min(depths)}", {}), results.get(f"d{max(depths)}", {})
+    keys = ("init_s", "train_compile_s", "sampler_compile_s_var", "sampler_compile_s_markov",
+            "train_temp_bytes", "peak_rss_bytes")
+    ratios = {key: high[key] / low[key] for key in keys if low.get(key) and high.get(key)}
+    print(json.dumps({"benchmark": "scaling", "platform": _platform(), "results": results,
+                      f"ratios_d{max(depths)}_over_d{min(depths)}": ratios}, indent=1))
+
+
+def _platform() -> str:
+    import jax
+
+    return f"{jax.default_backend()} ({jax.device_count()} devices, {jax.devices()[0].device_kind})"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Softmax attention kernels: the exact XLA path and the fused cuDNN path.
+
+- ``xla``: einsum + softmax in float32, written out here; it runs everywhere and is the reference
+  (fp32 parity with PyTorch is checked on it).
+- ``cudnn``: `jax.nn.dot_product_attention(implementation="cudnn")`, a fused flash-attention kernel
+  on NVIDIA GPUs for bfloat16/float16 inputs. It never materialises the (q, k) weights.
+- ``auto``: cudnn where it applies (GPU backend, 16-bit compute, head size a multiple of 8 up to
+  128), xla elsewhere (CPU, TPU, float32).
+
+Callers split attention per query scale over the key range that scale may see (see
+`transformer.masks`), so no path ever builds an L x L matrix.
+
+Shapes: B batch, q queries, k keys, H heads, D head size.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+_FUSED_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def validate_implementation(name: str) -> str:
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"model.transformer.attention={name!r}: choose one of "
+                         f"{', '.join(IMPLEMENTATIONS)}")
+    return name
+
+
+def fused_supported(dtype, head_dim: int) -> bool:
+    """Whether cuDNN's fused attention takes these inputs on this platform."""
+    return (jax.default_backend() == "gpu" and jnp.dtype(dtype) in map(jnp.dtype, _FUSED_DTYPES)
+            and head_dim % 8 == 0 and head_dim <= 128)
+
+
+def resolve(name: str, dtype, head_dim: int) -> str:
+    """The concrete implementation ('xla' or 'cudnn') for a requested one."""
+    validate_implementation(name)
+    if name == "auto":
+        return "cudnn" if fused_supported(dtype, head_dim) else "xla"
+    if name == "cudnn" and not fused_supported(dtype, head_dim):
+        raise ValueError(
+            f"model.transformer.attention='cudnn' needs an NVIDIA GPU backend (found "
+            f"{jax.default_backend()!r}), dtype bfloat16 or float16 (got {jnp.dtype(dtype).name}) "
+            f"and a head size that is a multiple of 8 up to 128 (got {head_dim}): use 'auto'")
+    return name
+
+
+def attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, implementation: str = "xla",
+           key_lengths_B=None) -> jax.Array:
+    """Softmax attention of every query over keys [0, key_lengths) (all keys when None).
+
+    Returns (B, q, H, D) in the dtype of the values.
+    """
+    if implementation == "cudnn":
+        lengths = None if key_lengths_B is None else key_lengths_B.astype(jnp.int32)
+        return jax.nn.dot_product_attention(q_BqHD, k_BkHD, v_BkHD, scale=softmax_scale,
+                                            key_value_seq_lengths=lengths,
+                                            implementation="cudnn")
+    valid_Bk = None
+    if key_lengths_B is not None:
+        valid_Bk = jnp.arange(k_BkHD.shape[1])[None] < key_lengths_B[:, None]
+    return attend_masked(q_BqHD, k_BkHD, v_BkHD, softmax_scale, valid_Bk)
+
+
+def attend_masked(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, key_valid_Bk=None) -> jax.Array:
+    """The XLA path: softmax in float32; `key_valid_Bk` (B, k) bool masks keys."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k_BkHD).astype(jnp.float32) * softmax_scale
+    if key_valid_Bk is not None:
+        logits = jnp.where(key_valid_Bk[:, None, None, :], logits, -jnp.inf)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v_BkHD.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v_BkHD)
+
+
+def attend_segments(q_BqHD, segments, softmax_scale: float) -> jax.Array:
+    """Softmax attention over keys split into segments, without concatenating them (inference).
+
+    One softmax across all segments: logits per segment, one running max, and the outputs summed
+    and normalised once at the end, so a KV cache is read where it lies instead of being copied
+    next to the new keys. Every query must see at least one valid key.
+
+    Args:
+      q_BqHD: queries (B, q, H, D).
+      segments: sequence of (k_BkHD, v_BkHD, valid_Bk), one per key segment (k may differ); valid
+        is (B, k) bool.
+      softmax_scale: multiplies the logits.
+    Returns:
+      (B, q, H, D) in the dtype of the values.
+    """
+    logits = [
+        jnp.where(valid[:, None, None, :],
+                  jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k).astype(jnp.float32) * softmax_scale,
+                  -jnp.inf)
+        for k, _, valid in segments
+    ]
+    peak_BHq = functools.reduce(jnp.maximum, [jnp.max(lg, axis=-1) for lg in logits])
+    total_BHq = jnp.zeros_like(peak_BHq)
+    out_BqHD = jnp.zeros(q_BqHD.shape, jnp.float32)
+    for lg, (_, v, _) in zip(logits, segments):
+        weights = jnp.exp(lg - peak_BHq[..., None])
+        total_BHq = total_BHq + jnp.sum(weights, axis=-1)
+        out_BqHD = out_BqHD + jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+    return (out_BqHD / jnp.transpose(total_BHq, (0, 2, 1))[..., None]).astype(segments[0][1].dtype)
