@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 
 import jax
 import ml_collections
@@ -15,7 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from srdd_jax import models
+from srdd_jax import models, parallel
 from srdd_jax.transformer import legacy_layout
 
 CONFIG_FILE = "model_config.json"
@@ -41,8 +42,10 @@ def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
     (directory / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
 
 
-def load_model(directory: str, shardings=None):
-    """Returns (params, cfg). `shardings`, a matching tree of jax Shardings, places the arrays.
+def load_model(directory: str, shardings=None, mesh=None):
+    """Returns (params, cfg). `shardings`, a matching tree of jax Shardings, places the arrays;
+    or `mesh` (a `parallel.make_mesh` mesh): each array is read straight into its sharding by the
+    logical-axis rules (no device holds a whole FSDP-sharded model).
 
     Directories written before the transformer's blocks were scanned (per-block `blocks_i`
     trees) load too: their blocks are stacked into the current layout on load.
@@ -61,11 +64,16 @@ def load_model(directory: str, shardings=None):
         raw["transformer"].setdefault(field, defaults[field])
     cfg = ml_collections.ConfigDict(raw)
     models.validate(cfg)
+    if mesh is not None and shardings is None:
+        shardings = {which: parallel.param_shardings(models.abstract_params(cfg, which), mesh)
+                     for which in ("tokenizer", "transformer")}
     with ocp.StandardCheckpointer() as checkpointer:
         path = directory / PARAMS_DIR
         metadata = checkpointer.metadata(path)
         tree = metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata
-        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
+        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), _plain(tree))
+        if shardings is not None:
+            shardings = {which: shardings[which] for which in abstract}
         unstacked = legacy_layout.is_unstacked(abstract.get("transformer", {}))
         if shardings is not None and not unstacked:
             abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -78,6 +86,14 @@ def load_model(directory: str, shardings=None):
         if shardings is not None:
             params = jax.device_put(params, shardings)
     return params, cfg
+
+
+def _plain(tree):
+    """Orbax's metadata tree as plain nested dicts."""
+    tree = getattr(tree, "tree", tree)  # orbax's TreeMetadata wrapper
+    if isinstance(tree, Mapping):
+        return {name: _plain(value) for name, value in tree.items()}
+    return tree
 
 
 # ------------------------------------------------------------------------------ training runs

@@ -384,7 +384,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         return
     if config.mode in ("sample", "edit", "evaluate"):
         loading = time.perf_counter()
-        params, cfg = checkpoints.load_model(config.init.model or model_dir)
+        params, cfg = checkpoints.load_model(config.init.model or model_dir, mesh=mesh)
         logging.info("model: loaded %s in %.1f s", config.init.model or model_dir,
                      time.perf_counter() - loading)
         config.model = cfg

@@ -18,11 +18,12 @@ The transformer's vocab_size and z_channels are the tokenizer's, so they are giv
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from srdd_jax import scales
+from srdd_jax import parallel, scales
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer import attention, masks
 from srdd_jax.transformer.model import VAR, validate_remat
@@ -152,9 +153,24 @@ def create_params(cfg: ml_collections.ConfigDict, rng, which: str):
     raise ValueError(f"which must be 'tokenizer' or 'transformer', got {which!r}")
 
 
-def init_params(cfg: ml_collections.ConfigDict, rng, which: str):
-    """Boxed parameters of 'tokenizer' or 'transformer', made by one jitted program."""
-    return jax.jit(lambda r: create_params(cfg, r, which))(rng)
+def init_params(cfg: ml_collections.ConfigDict, rng, which: str, mesh=None):
+    """Boxed parameters of 'tokenizer' or 'transformer', made by one jitted program. With a
+    `parallel.make_mesh` mesh, each parameter is created directly in its sharding (by the
+    logical-axis rules), so no device ever holds a whole FSDP-sharded model."""
+    make = jax.jit(lambda r: create_params(cfg, r, which), out_shardings=None if mesh is None
+                   else boxed_shardings(abstract_params(cfg, which), mesh))
+    return make(rng)
+
+
+def boxed_shardings(boxed, mesh):
+    """`parallel.param_shardings` of a boxed tree, boxed the same way (for jit out_shardings)."""
+    shardings = parallel.param_shardings(boxed, mesh)
+
+    def box_like(leaf, sharding):
+        return leaf.replace_boxed(sharding) if isinstance(leaf, nn.Partitioned) else sharding
+
+    return jax.tree.map(box_like, boxed, shardings,
+                        is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 def abstract_params(cfg: ml_collections.ConfigDict, which: str):

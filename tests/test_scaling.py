@@ -217,3 +217,21 @@ def test_cross_entropy_matches_one_hot_label_smoothing():
             logits, optax.smooth_labels(jax.nn.one_hot(targets, 11), smoothing))
         np.testing.assert_allclose(steps.cross_entropy(logits, targets, smoothing), reference,
                                    atol=1e-5)
+
+
+def test_parameters_are_created_and_loaded_directly_in_their_shardings(tmp_path):
+    from srdd_jax import parallel
+
+    cfg = _model(2)
+    mesh = parallel.make_mesh(2, 4)
+    fsdp = mesh.shape["fsdp"]
+    params = {w: nn.unbox(models.init_params(cfg, jax.random.key(0), w, mesh=mesh))
+              for w in ("tokenizer", "transformer")}
+    kernel = params["transformer"]["blocks"]["ffn"]["fc1"]["kernel"]
+    assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // fsdp
+    checkpoints.save_model(str(tmp_path / "m"), jax.device_get(params), cfg)
+    loaded, _ = checkpoints.load_model(str(tmp_path / "m"), mesh=mesh)
+    kernel = loaded["transformer"]["blocks"]["ffn"]["fc1"]["kernel"]
+    assert len(kernel.sharding.device_set) == 8
+    assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // fsdp
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded), jax.device_get(params))
