@@ -1,5 +1,7 @@
 """Logits with parameters and batch sharded over a (data, fsdp) mesh of 8 CPU devices."""
 
+import math
+
 import jax
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ def test_sharded_logits_equal_single_device(reference, converted, data, fsdp):
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set in conftest)")
     cfg, params = converted
     io = reference["io"]
-    labels = np.tile(io["labels"], 4)  # batch 8: really split over the mesh
-    tokens = np.tile(io["var_input"], (4, 1, 1))
+    reps = 8 // math.gcd(len(io["labels"]), 8)  # a batch that really splits over 8 devices
+    labels = np.tile(io["labels"], reps)
+    tokens = np.tile(io["var_input"], (reps, 1, 1))
     module = models.build_transformer(cfg, mask="var")
     variables = {"params": params["transformer"]}
     single = jax.jit(module.apply)(variables, labels, tokens)
@@ -25,15 +28,18 @@ def test_sharded_logits_equal_single_device(reference, converted, data, fsdp):
     sharded_vars = jax.device_put(variables, shardings)
     kernel = sharded_vars["params"]["blocks"]["ffn"]["fc1"]["kernel"]
     assert len(kernel.sharding.device_set) == 8
-    assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // fsdp
+    width = kernel.shape[1]
+    assert kernel.addressable_shards[0].data.shape[1] == (width // fsdp if width % fsdp == 0
+                                                          else width)
     batch = parallel.batch_sharding(mesh, 1)
     tokens_sharding = parallel.batch_sharding(mesh, 3)
     step = jax.jit(module.apply, in_shardings=(shardings, batch, tokens_sharding),
                    out_shardings=parallel.batch_sharding(mesh, 3))
     sharded = step(sharded_vars, labels, tokens)
-    assert sharded.sharding.shard_shape(sharded.shape)[0] == 1
+    assert sharded.sharding.shard_shape(sharded.shape)[0] == len(labels) // 8
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=1e-5, rtol=0)
-    np.testing.assert_allclose(np.asarray(sharded)[:2], io["logits_var"], atol=1e-3, rtol=0)
+    np.testing.assert_allclose(np.asarray(sharded)[:len(io["labels"])], io["logits_var"],
+                               atol=1e-3, rtol=0)
 
 
 def test_mesh_rejects_sizes_that_do_not_use_the_devices():

@@ -83,8 +83,10 @@ def test_bad_inputs_and_config_values_are_named(converted):
     with pytest.raises(ValueError, match="teacher-forcing input must be"):
         module.apply(variables, jnp.zeros((2,), jnp.int32), jnp.zeros((2, 5, 8)))
     bad = cfg.copy_and_resolve_references()
-    bad.transformer.num_heads = 3
-    with pytest.raises(ValueError, match="embed_dim=.* not divisible by num_heads=3"):
+    width = cfg.transformer.embed_dim
+    bad.transformer.num_heads = next(h for h in range(2, width) if width % h)
+    with pytest.raises(ValueError, match=f"embed_dim=.* not divisible by num_heads="
+                                         f"{bad.transformer.num_heads}"):
         models.build_transformer(bad)
     bad = cfg.copy_and_resolve_references()
     bad.transformer.mask = "causal"
