@@ -26,7 +26,7 @@ def get_config(variant: str = ""):
         models.tokenizer_config(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=8,
                                 vocab_size=128, in_channels=1, using_sa=False, using_mid_sa=False),
         models.transformer_config(depth=3, embed_dim=128, num_heads=2, num_classes=10,
-                                  drop_path_rate=0.0, mask="markov"),
+                                  drop_path_rate=0.0, mask="markov", remat="none"),
     )
     cfg = experiment_config.base_config(model)
     # Peak learning rates are base_lr * batch / 256: 1e-3 (tokenizer) and 5e-4 (transformer).

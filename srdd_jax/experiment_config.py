@@ -100,7 +100,7 @@ def tiny_model(num_classes: int = 10, in_channels: int = 1) -> ml_collections.Co
         models.tokenizer_config(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=8,
                                 vocab_size=64, in_channels=in_channels),
         models.transformer_config(depth=2, embed_dim=64, num_heads=2, num_classes=num_classes,
-                                  drop_path_rate=0.0))
+                                  drop_path_rate=0.0, remat="none"))
 
 
 def paper_config(root: str, num_classes: int, variant: str = "") -> ml_collections.ConfigDict:

@@ -255,3 +255,22 @@ def test_token_filters_follow_var_semantics():
                                                             (1, 20000, 5)), greedy=False)
     frequencies = np.bincount(np.asarray(draws).ravel(), minlength=5) / 20000
     np.testing.assert_allclose(frequencies, [0.05, 0.4, 0.1, 0.3, 0.15], atol=0.015)
+
+
+def test_batch_that_does_not_divide_the_mesh_is_split_not_replicated(converted):
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set in conftest)")
+    cfg, params = converted
+    labels = np.arange(10) % cfg.transformer.num_classes
+    settings = _with(STOCHASTIC, mr=True, mr_threshold=0.05)
+    single = Sampler(cfg, settings, mask="markov").sample(params, labels, jax.random.key(2))
+    sampler = Sampler(cfg, settings, mask="markov", mesh=parallel.make_mesh(2, 4))
+    assert sampler.padded_batch(10) == 16
+    sharded = sampler.sample(params, labels, jax.random.key(2))
+    assert sharded["idx_BL"].shape[0] == 10
+    np.testing.assert_array_equal(np.asarray(sharded["idx_BL"]), np.asarray(single["idx_BL"]))
+    np.testing.assert_array_equal(np.asarray(sharded["resampled_K"]),
+                                  np.asarray(single["resampled_K"]))
+    (executable,) = sampler._compiled.values()
+    labels_sharding = executable.input_shardings[0][3]
+    assert labels_sharding.shard_shape((16,)) == (2,)  # two rows per device, not all 16

@@ -5,13 +5,9 @@ gives logits for the doubled batch [cond; uncond]; guidance, temperature, top-k/
 sampling distribution; tokens are drawn; masked resampling (MR) redraws low-confidence tokens in a
 nested `fori_loop`; known tokens (editing) are forced; f_hat += phi(bicubic(codes)).
 
-Attention context by mask:
-- ``var``: a KV cache of every earlier scale, one fixed-size (N, 2B, l, H, D) buffer per size bucket:
-  a bucket's loop carries (and writes) only its own buffer, earlier buckets' buffers are read in
-  place as separate key segments (one softmax over all segments, `attend_segments`), so the cache
-  is never copied or concatenated as a whole, and unused slots are masked;
-- ``markov``: none: each scale attends only to its own tokens;
-- ``markov_prev``: the previous scale's keys/values only, so memory is bounded by the largest scale.
+The loops carry a `SamplerState`. What a scale attends to besides itself is a strategy per mask
+(`sampling/context.py`): ``var`` a KV cache of every earlier scale (one buffer per size bucket,
+never copied whole), ``markov`` nothing, ``markov_prev`` the previous scale only.
 
 Scales are grouped into size buckets (see `layout.plan_buckets`), one `fori_loop` each, so early
 scales are not padded to the largest one. Compiled once per (model config, settings, batch size).
@@ -23,7 +19,9 @@ import dataclasses
 import functools
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,7 +30,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from srdd_jax import models, parallel
-from srdd_jax.sampling import guidance, layout, tokens
+from srdd_jax.sampling import context, guidance, layout, tokens
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer.model import VAR
 
@@ -121,6 +119,7 @@ class Sampler:
         self._jitted = {}  # batch size -> jitted sampler
         self._compiled = {}  # argument shapes and dtypes -> compiled sampler
         self.compile_seconds = 0.0  # of the latest compilation
+        self._reported_padding = set()  # batch sizes already logged as padded
         self.decode = jax.jit(self._decode)
 
     # ------------------------------------------------------------------------------ public API
@@ -131,9 +130,8 @@ class Sampler:
     def cache_bytes(self, batch_size: int) -> int:
         """Bytes of the attention context buffers (KV cache / previous-scale keys and values)."""
         tr = self.model_cfg.transformer
-        width = {"var": sum(self._bucket_cache_widths()), "markov": 0,
-                 "markov_prev": self.layout.max_width}[self.mask]
         rows = 2 * batch_size if self.use_cfg else batch_size
+        width = self._context(self.tables, rows).cache_width()
         itemsize = jnp.dtype(models.DTYPES[tr.dtype]).itemsize
         return 2 * tr.depth * rows * width * tr.embed_dim * itemsize
 
@@ -150,6 +148,8 @@ class Sampler:
           dict with idx_BL (B, L') int32, confidence_BL (B, L') float32 (probability of each token
           under its sampling distribution), f_hat_BhwC (B, h, w, Cv) and resampled_K (K,) int32:
           tokens redrawn by MR at each sampled scale (summed over iterations and batch).
+          With a mesh, a batch that does not divide the devices runs padded (see `padded_batch`);
+          the same key gives the same samples either way.
         """
         labels_B = jnp.asarray(labels_B, jnp.int32)
         if labels_B.ndim != 1:
@@ -161,13 +161,36 @@ class Sampler:
         if known_idx_BL.shape != (b, length) or known_BL.shape != (b, length):
             raise ValueError(f"editing constraints must be (B, L) = ({b}, {length}), got "
                              f"{known_idx_BL.shape} and {known_BL.shape}")
+        known_idx_BL = jnp.asarray(known_idx_BL, jnp.int32)
+        known_BL = jnp.asarray(known_BL, bool)
+        padded = self.padded_batch(b)
+        if padded != b:  # split over the mesh: pad rows that are all known tokens, drop them after
+            extra = padded - b
+            labels_B = jnp.pad(labels_B, (0, extra))
+            known_idx_BL = jnp.pad(known_idx_BL, ((0, extra), (0, 0)))
+            known_BL = jnp.pad(known_BL, ((0, extra), (0, 0)), constant_values=True)
         tok_params, tr_params = params["tokenizer"], params["transformer"]
         if self.mesh is not None:  # place (or re-place) the parameters as the program expects
             tok_params, tr_params = jax.device_put((tok_params, tr_params),
-                                                   self._in_shardings(b)[:2])
-        args = (tok_params, tr_params, self.tables, labels_B, rng,
-                jnp.asarray(known_idx_BL, jnp.int32), jnp.asarray(known_BL, bool))
-        return self._executable(args)(*args)
+                                                   self._in_shardings(padded)[:2])
+        args = (tok_params, tr_params, self.tables, labels_B, rng, known_idx_BL, known_BL)
+        out = self._executable(args)(*args)
+        if padded != b:
+            out = {name: value if name == "resampled_K" else value[:b] for name, value in out.items()}
+        return out
+
+    def padded_batch(self, batch_size: int) -> int:
+        """The batch the program runs: with a mesh, rounded up to a multiple of the devices the
+        batch is split over (the extra rows are dropped), so no batch is replicated."""
+        if self.mesh is None:
+            return batch_size
+        devices = int(np.prod([self.mesh.shape[axis] for axis in parallel.BATCH_AXES]))
+        padded = -(-batch_size // devices) * devices
+        if padded != batch_size and batch_size not in self._reported_padding:
+            self._reported_padding.add(batch_size)
+            logging.info("sampler: batch %d padded to %d to split it over %d devices", batch_size,
+                         padded, devices)
+        return padded
 
     def jitted(self, batch_size: int):
         """The jitted sampler core for a batch size: (tok_params, tr_params, tables, labels, rng,
@@ -246,150 +269,133 @@ class Sampler:
         return max(1, DECODE_BYTES // per_image)
 
     # ---------------------------------------------------------------------------- internals
-    def _bucket_cache_widths(self) -> list[int]:
-        """var mask: slots of each bucket's cache buffer (its scales' tokens, then the last scale's
-        padding: scale k writes `width` keys at its offset, the next scale overwrites the padding)."""
-        begins = self.layout.begins
-        return [begins[b.scale_ids[-1]] - begins[b.scale_ids[0]] + b.width for b in self.layout.buckets]
+    def _context(self, tables, rows: int):
+        tr = self.model_cfg.transformer
+        shape = context.CacheShape(tr.depth, rows, tr.num_heads, tr.embed_dim // tr.num_heads,
+                                   models.DTYPES[tr.dtype])
+        return context.STRATEGIES[self.mask](shape, self.layout, tables)
 
     def _sample(self, tok_params, tr_params, tables, labels_B, rng, known_idx_BL, known_BL):
-        s, lay = self.settings, self.layout
-        tok_vars, tr_vars = {"params": tok_params}, {"params": tr_params}
-        tr_cfg = self.model_cfg.transformer
+        lay = self.layout
         b = labels_B.shape[0]
-        twice = self.use_cfg
-        rows = 2 * b if twice else b
+        scales = _ScaleStep(self, tok_params, tr_params, tables, labels_B, rng, known_idx_BL,
+                            known_BL)
+        strategy = self._context(tables, scales.rows)
         side, cv = lay.patch_nums[-1], self.model_cfg.tokenizer.z_channels
-        heads = tr_cfg.num_heads
-        head_dim = tr_cfg.embed_dim // heads
-        dtype = models.DTYPES[tr_cfg.dtype]
-        pad = lay.max_width
-        length = lay.length
-
-        labels_in = jnp.concatenate([labels_B, jnp.full_like(labels_B, tr_cfg.num_classes)]
-                                    ) if twice else labels_B
-        cond = self.transformer.apply(tr_vars, labels_in, method=VAR.condition)
-        known_idx = jnp.pad(known_idx_BL, ((0, 0), (0, pad)))
-        known = jnp.pad(known_BL, ((0, 0), (0, pad)))
-
-        def lookup(idx):
-            return self.tokenizer.apply(tok_vars, idx, method=lambda m, i: m.quantize.lookup(i))
-
-        def add_codes(f_hat_BnC, idx_Bw, use_Bw, k, width):
-            """f_hat += phi_level(bicubic(codes)) on the flattened latent grid; tokens where
-            `use_Bw` is False (padding, or tokens held out by MR) contribute nothing."""
-            codes = lookup(idx_Bw) * use_Bw[..., None]
-            up = jnp.einsum("nw,bwc->bnc", tables["up"][k][:, :width], codes, precision=_HIGHEST)
-            up = up.reshape(b, side, side, cv)
-            h = self.tokenizer.apply(tok_vars, up, tables["levels"][k], method=VQVAE.phi)
-            return f_hat_BnC + h.reshape(b, side * side, cv)
-
-        def model_probs(f_hat_BnC, k, width, context):
-            """Sampling probabilities (B, w, V) and this scale's keys/values."""
-            x_in = jnp.einsum("wn,bnc->bwc", tables["down"][k, :width], f_hat_BnC, precision=_HIGHEST)
-            valid = jnp.broadcast_to(tables["valid"][k, :width], (rows, width))
-            emb = self.transformer.apply(
-                tr_vars, cond, _merge(x_in, twice), tables["levels"][k],
-                tables["positions"][k, :width], k == 0, method=VAR.embed_scale)
-            logits, keys, values = self.transformer.apply(tr_vars, emb, cond, context, valid,
-                                                          method=VAR.step)
-            if twice:
-                logits = guidance.guide(logits, tables["weights"][k])
-            return tokens.distribution(logits, s.temperature, s.top_k, s.top_p), keys, values
-
-        def scale_body(width, context_of, store):
-            def body(k, carry):
-                f_hat, idx_out, conf_out, counts, ctx = carry
-                rng_k = jax.random.fold_in(rng, k)
-                probs, keys, values = model_probs(f_hat, k, width, context_of(ctx, k, width))
-                begin = tables["begins"][k]
-                known_w = jax.lax.dynamic_slice_in_dim(known, begin, width, axis=1)
-                known_idx_w = jax.lax.dynamic_slice_in_dim(known_idx, begin, width, axis=1)
-                idx = tokens.draw(jax.random.fold_in(rng_k, 0), probs, s.greedy)
-                idx = jnp.where(known_w, known_idx_w, idx)
-                valid_w = jnp.broadcast_to(tables["valid"][k, :width], idx.shape)
-                count = jnp.zeros((), jnp.int32)
-                if s.mr:
-                    resample = valid_w & ~known_w & tables["mr_on"][k]
-
-                    def mr_body(j, state):
-                        idx, probs, count = state
-                        low = (tokens.confidence(probs, idx) < s.mr_threshold) & resample
-                        if s.mr_rerun:  # re-run on the state holding this scale's confident tokens
-                            refined = add_codes(f_hat, idx, valid_w & ~low, k, width)
-                            probs = model_probs(refined, k, width, context_of(ctx, k, width))[0]
-                        new = tokens.draw(jax.random.fold_in(rng_k, j + 1), probs, s.greedy)
-                        return jnp.where(low, new, idx), probs, count + jnp.sum(low)
-
-                    idx, probs, count = jax.lax.fori_loop(0, s.mr_iterations, mr_body,
-                                                          (idx, probs, count))
-                conf = tokens.confidence(probs, idx)
-                f_hat = add_codes(f_hat, idx, valid_w, k, width)
-                idx_out = jax.lax.dynamic_update_slice_in_dim(idx_out, idx, begin, axis=1)
-                conf_out = jax.lax.dynamic_update_slice_in_dim(conf_out, conf, begin, axis=1)
-                counts = counts.at[k].add(count)
-                return f_hat, idx_out, conf_out, counts, store(ctx, k, width, keys, values)
-
-            return body
-
-        depth = tr_cfg.depth
-        finished = []  # var mask: (k_N, v_N, valid) cache segments of the buckets already sampled
-        ctx = None if self.mask == "markov_prev" else ()  # markov_prev: set per bucket (its width)
-
-        f_hat = jnp.zeros((b, side * side, cv), jnp.float32)
-        idx_out = jnp.zeros((b, length + pad), jnp.int32)
-        conf_out = jnp.zeros((b, length + pad), jnp.float32)
-        counts = jnp.zeros((len(lay.patch_nums),), jnp.int32)
-        for bucket, cache_width in zip(lay.buckets, self._bucket_cache_widths()):
-            width = bucket.width
-            first_begin = lay.begins[bucket.scale_ids[0]]
-            if self.mask == "var":
-                ctx = tuple(jnp.zeros((depth, rows, cache_width, heads, head_dim), dtype) for _ in "kv")
-
-                def context_of(ctx, k, width, cache_width=cache_width, first_begin=first_begin):
-                    valid = jnp.arange(cache_width) < tables["begins"][k] - first_begin
-                    return finished + [(ctx[0], ctx[1], jnp.broadcast_to(valid, (rows, cache_width)))]
-
-                def store(ctx, k, width, keys, values, first_begin=first_begin):
-                    offset = tables["begins"][k] - first_begin
-                    return (jax.lax.dynamic_update_slice_in_dim(ctx[0], keys, offset, axis=2),
-                            jax.lax.dynamic_update_slice_in_dim(ctx[1], values, offset, axis=2))
-            elif self.mask == "markov_prev":
-                ctx = _fit_previous(ctx, width, depth, rows, heads, head_dim, dtype)
-
-                def context_of(ctx, k, width):
-                    return [ctx]
-
-                def store(ctx, k, width, keys, values):
-                    valid = jnp.broadcast_to(tables["valid"][k, :width], (rows, width))
-                    return keys, values, valid
-            else:
-                def context_of(ctx, k, width):
-                    return []
-
-                def store(ctx, k, width, keys, values):
-                    return ctx
-
-            f_hat, idx_out, conf_out, counts, ctx = jax.lax.fori_loop(
-                bucket.scale_ids[0], bucket.scale_ids[-1] + 1,
-                scale_body(width, context_of, store), (f_hat, idx_out, conf_out, counts, ctx))
-            if self.mask == "var":
-                last = bucket.scale_ids[-1]
-                filled = lay.begins[last] + lay.patch_nums[last] ** 2 - first_begin
-                valid = jnp.broadcast_to(jnp.arange(cache_width) < filled, (rows, cache_width))
-                finished.append((ctx[0], ctx[1], valid))
-        return dict(idx_BL=idx_out[:, :length], confidence_BL=conf_out[:, :length],
-                    f_hat_BhwC=f_hat.reshape(b, side, side, cv), resampled_K=counts)
+        padded = lay.length + lay.max_width
+        state = SamplerState(f_hat_BnC=jnp.zeros((b, side * side, cv), jnp.float32),
+                             idx_BL=jnp.zeros((b, padded), jnp.int32),
+                             confidence_BL=jnp.zeros((b, padded), jnp.float32),
+                             resampled_K=jnp.zeros((len(lay.patch_nums),), jnp.int32),
+                             context=None)
+        for index, bucket in enumerate(lay.buckets):
+            state = state.replace(context=strategy.start(state.context, index))
+            state = jax.lax.fori_loop(bucket.scale_ids[0], bucket.scale_ids[-1] + 1,
+                                      functools.partial(scales, bucket.width, strategy), state)
+        return dict(idx_BL=state.idx_BL[:, :lay.length],
+                    confidence_BL=state.confidence_BL[:, :lay.length],
+                    f_hat_BhwC=state.f_hat_BnC.reshape(b, side, side, cv),
+                    resampled_K=state.resampled_K)
 
 
-def _fit_previous(ctx, width, depth, rows, heads, head_dim, dtype):
-    """The markov_prev context (previous scale's k, v, valid) padded to this bucket's `width`
-    (buckets only grow, so the previous bucket's scales always fit)."""
-    if ctx is None:
-        zeros = jnp.zeros((depth, rows, width, heads, head_dim), dtype)
-        return zeros, zeros, jnp.zeros((rows, width), bool)
-    keys, values, valid = ctx
-    extra = width - valid.shape[1]
-    return (jnp.pad(keys, ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))),
-            jnp.pad(values, ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))),
-            jnp.pad(valid, ((0, 0), (0, extra))))
+@flax.struct.dataclass
+class SamplerState:
+    """What the scale loops carry. B batch, n = h*w latent positions (row-major), L' the sampled
+    tokens plus one bucket width of padding (a padded scale writes past its end), K sampled
+    scales."""
+
+    f_hat_BnC: jax.Array  # the latent built so far, float32
+    idx_BL: jax.Array  # tokens drawn so far, int32
+    confidence_BL: jax.Array  # each token's probability under its sampling distribution
+    resampled_K: jax.Array  # tokens redrawn by masked resampling, per scale
+    context: Any  # the attention context strategy's carry (see sampling/context.py)
+
+
+class _ScaleStep:
+    """One scale of the sampler inside a traced program: model -> guidance -> filter -> draw ->
+    masked resampling -> editing constraints -> f_hat update. Called as
+    `step(width, strategy, k, state) -> state` (the body of a bucket's fori_loop)."""
+
+    def __init__(self, sampler: Sampler, tok_params, tr_params, tables, labels_B, rng,
+                 known_idx_BL, known_BL):
+        self.settings, self.tables, self.rng = sampler.settings, tables, rng
+        self.tokenizer, self.transformer = sampler.tokenizer, sampler.transformer
+        self.tok_vars, self.tr_vars = {"params": tok_params}, {"params": tr_params}
+        self.twice = sampler.use_cfg
+        self.batch = labels_B.shape[0]
+        self.rows = 2 * self.batch if self.twice else self.batch
+        self.side = sampler.layout.patch_nums[-1]
+        self.channels = sampler.model_cfg.tokenizer.z_channels
+        null = jnp.full_like(labels_B, sampler.model_cfg.transformer.num_classes)
+        labels_in = jnp.concatenate([labels_B, null]) if self.twice else labels_B
+        self.cond = self.transformer.apply(self.tr_vars, labels_in, method=VAR.condition)
+        pad = sampler.layout.max_width
+        self.known_idx = jnp.pad(known_idx_BL, ((0, 0), (0, pad)))
+        self.known = jnp.pad(known_BL, ((0, 0), (0, pad)))
+
+    def add_codes(self, f_hat_BnC, idx_Bw, use_Bw, k, width):
+        """f_hat += phi_level(bicubic(codes)) on the flattened latent grid; tokens where `use_Bw` is
+        False (padding, or tokens held out by MR) contribute nothing."""
+        codes = self.tokenizer.apply(self.tok_vars, idx_Bw, method=lambda m, i: m.quantize.lookup(i))
+        codes = codes * use_Bw[..., None]
+        up = jnp.einsum("nw,bwc->bnc", self.tables["up"][k][:, :width], codes, precision=_HIGHEST)
+        up = up.reshape(self.batch, self.side, self.side, self.channels)
+        h = self.tokenizer.apply(self.tok_vars, up, self.tables["levels"][k], method=VQVAE.phi)
+        return f_hat_BnC + h.reshape(self.batch, self.side * self.side, self.channels)
+
+    def model_probs(self, f_hat_BnC, k, width, segments):
+        """Sampling probabilities (B, w, V) and this scale's keys/values (N, rows, w, H, D)."""
+        tables, s = self.tables, self.settings
+        x_in = jnp.einsum("wn,bnc->bwc", tables["down"][k, :width], f_hat_BnC, precision=_HIGHEST)
+        valid = jnp.broadcast_to(tables["valid"][k, :width], (self.rows, width))
+        emb = self.transformer.apply(
+            self.tr_vars, self.cond, _merge(x_in, self.twice), tables["levels"][k],
+            tables["positions"][k, :width], k == 0, method=VAR.embed_scale)
+        logits, keys, values = self.transformer.apply(self.tr_vars, emb, self.cond, segments, valid,
+                                                      method=VAR.step)
+        if self.twice:
+            logits = guidance.guide(logits, tables["weights"][k])
+        return tokens.distribution(logits, s.temperature, s.top_k, s.top_p), keys, values
+
+    def resample(self, f_hat_BnC, k, width, segments, idx, probs, resample_Bw, rng_k):
+        """Masked resampling: `mr_iterations` times, redraw the tokens under `mr_threshold` among
+        `resample_Bw`; with mr_rerun the model first re-runs on the state holding the confident
+        tokens. Returns (idx, probs, number of redraws)."""
+        s = self.settings
+        valid_w = jnp.broadcast_to(self.tables["valid"][k, :width], idx.shape)
+
+        def iteration(j, carry):
+            idx, probs, count = carry
+            low = (tokens.confidence(probs, idx) < s.mr_threshold) & resample_Bw
+            if s.mr_rerun:
+                refined = self.add_codes(f_hat_BnC, idx, valid_w & ~low, k, width)
+                probs = self.model_probs(refined, k, width, segments)[0]
+            new = tokens.draw(jax.random.fold_in(rng_k, j + 1), probs, s.greedy)
+            return jnp.where(low, new, idx), probs, count + jnp.sum(low)
+
+        return jax.lax.fori_loop(0, s.mr_iterations, iteration,
+                                 (idx, probs, jnp.zeros((), jnp.int32)))
+
+    def __call__(self, width: int, strategy, k, state: SamplerState) -> SamplerState:
+        s, tables = self.settings, self.tables
+        rng_k = jax.random.fold_in(self.rng, k)
+        segments = strategy.segments(state.context, k)
+        probs, keys, values = self.model_probs(state.f_hat_BnC, k, width, segments)
+        begin = tables["begins"][k]
+        known_w = jax.lax.dynamic_slice_in_dim(self.known, begin, width, axis=1)
+        known_idx_w = jax.lax.dynamic_slice_in_dim(self.known_idx, begin, width, axis=1)
+        idx = tokens.draw(jax.random.fold_in(rng_k, 0), probs, s.greedy)
+        idx = jnp.where(known_w, known_idx_w, idx)
+        valid_w = jnp.broadcast_to(tables["valid"][k, :width], idx.shape)
+        count = jnp.zeros((), jnp.int32)
+        if s.mr:
+            resample_Bw = valid_w & ~known_w & tables["mr_on"][k]
+            idx, probs, count = self.resample(state.f_hat_BnC, k, width, segments, idx, probs,
+                                              resample_Bw, rng_k)
+        return SamplerState(
+            f_hat_BnC=self.add_codes(state.f_hat_BnC, idx, valid_w, k, width),
+            idx_BL=jax.lax.dynamic_update_slice_in_dim(state.idx_BL, idx, begin, axis=1),
+            confidence_BL=jax.lax.dynamic_update_slice_in_dim(
+                state.confidence_BL, tokens.confidence(probs, idx), begin, axis=1),
+            resampled_K=state.resampled_K.at[k].add(count),
+            context=strategy.store(state.context, k, keys, values))
