@@ -5,7 +5,7 @@
 - ``cudnn``: `jax.nn.dot_product_attention(implementation="cudnn")`, a fused flash-attention kernel
   on NVIDIA GPUs for bfloat16/float16 inputs. It never materialises the (q, k) weights.
 - ``auto``: cudnn where it applies (GPU backend, 16-bit compute, head size a multiple of 8 up to
-  128), xla elsewhere (CPU, TPU, float32).
+  128, and shapes cuDNN accepts), xla elsewhere (CPU, TPU, float32).
 
 Callers split attention per query scale over the key range that scale may see (see
 `transformer.masks`), so no path ever builds an L x L matrix.
@@ -19,9 +19,17 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 _FUSED_DTYPES = (jnp.bfloat16, jnp.float16)
+_warned = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logging.warning(message)
 
 
 def validate_implementation(name: str) -> str:
@@ -38,10 +46,11 @@ def fused_supported(dtype, head_dim: int) -> bool:
 
 
 def resolve(name: str, dtype, head_dim: int) -> str:
-    """The concrete implementation ('xla' or 'cudnn') for a requested one."""
+    """What the model passes to `attend`: 'xla' where the fused kernel cannot apply, else the
+    requested name ('auto' keeps its per-call fallback); 'cudnn' where it cannot is an error."""
     validate_implementation(name)
     if name == "auto":
-        return "cudnn" if fused_supported(dtype, head_dim) else "xla"
+        return "auto" if fused_supported(dtype, head_dim) else "xla"
     if name == "cudnn" and not fused_supported(dtype, head_dim):
         raise ValueError(
             f"model.transformer.attention='cudnn' needs an NVIDIA GPU backend (found "
@@ -54,8 +63,17 @@ def attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, implementation: str = "
            key_lengths_B=None) -> jax.Array:
     """Softmax attention of every query over keys [0, key_lengths) (all keys when None).
 
-    Returns (B, q, H, D) in the dtype of the values.
+    implementation: 'xla', 'cudnn', or 'auto' (cudnn where `fused_supported`, and the xla path
+    when cuDNN refuses these shapes while tracing). Returns (B, q, H, D) in the values' dtype.
     """
+    if implementation == "auto":
+        if fused_supported(q_BqHD.dtype, q_BqHD.shape[-1]):
+            try:
+                return attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale, "cudnn", key_lengths_B)
+            except (NotImplementedError, RuntimeError, ValueError) as err:
+                _warn_once(f"cuDNN fused attention refused q {q_BqHD.shape}, k {k_BkHD.shape} "
+                           f"({err}); using the XLA path for them")
+        implementation = "xla"
     if implementation == "cudnn":
         lengths = None if key_lengths_B is None else key_lengths_B.astype(jnp.int32)
         return jax.nn.dot_product_attention(q_BqHD, k_BkHD, v_BkHD, scale=softmax_scale,
