@@ -1,26 +1,37 @@
-"""Saving and restoring model parameters with orbax, with the model config beside them.
+"""Model directories: parameters saved with orbax, the model config and an integrity record
+beside them.
 
-Layout of a model directory: `params/` (an orbax PyTree checkpoint of
-{'tokenizer': ..., 'transformer': ...}) and `model_config.json`.
+Layout: `params/` (an orbax PyTree checkpoint of {'tokenizer': ..., 'transformer': ...}),
+`model_config.json`, and `integrity.json` ({'config': the model config, 'arrays': the
+parameters' fingerprints, see `fingerprints`}). Loading checks the parameters against the record
+and raises `errors.DamagedCheckpointError` naming the directory and the array when they differ.
+Directories written before integrity records existed load with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
-from srdd_jax import models
+from srdd_jax import config_diff, errors, fingerprints, models, parallel
 
 CONFIG_FILE = "model_config.json"
+INTEGRITY_FILE = "integrity.json"
 PARAMS_DIR = "params"
+# tensorstore's read errors: 'Error reading "<array key>/<chunk>" in OCDBT database at ...: <why>'.
+_TENSORSTORE_READ = re.compile(
+    r'Error reading "([^"/]+)/[^"]*" in [^:]*"[^"]*": (.*?)(?: \[tensorstore_spec=|$)')
 
 
-def _directory(directory) -> epath.Path:
+def directory_path(directory) -> epath.Path:
     """`directory` as an epath.Path, so gs:// works wherever tf.io.gfile does: URIs as given, local
     paths made absolute (orbax requires absolute local paths)."""
     path = epath.Path(directory)
@@ -29,66 +40,126 @@ def _directory(directory) -> epath.Path:
 
 def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
                overwrite: bool = False) -> None:
-    """Writes params and config; an existing model directory is replaced only with `overwrite`."""
-    directory = _directory(directory)
+    """Writes params, config and integrity record; an existing model directory is replaced only
+    with `overwrite`.
+
+    Every process must call it with the same (global) params: orbax's save and the fingerprint
+    are collectives. Only process 0 writes the two JSON files, last, so a directory holding an
+    integrity record holds the parameters it describes.
+    """
+    directory = directory_path(directory)
     if (directory / PARAMS_DIR).exists() and not overwrite:
-        raise FileExistsError(f"{directory} already holds a model: choose a new --out directory")
+        raise errors.OutputExistsError(f"{directory} already holds a model: choose a new --out "
+                                       "directory")
+    record = {"config": json.loads(json.dumps(cfg.to_dict())),
+              "arrays": fingerprints.tree_fingerprint(params)}
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(directory / PARAMS_DIR, params, force=overwrite)
-    (directory / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
+    if jax.process_index() == 0:
+        (directory / CONFIG_FILE).write_text(json.dumps(record["config"], indent=1))
+        (directory / INTEGRITY_FILE).write_text(json.dumps(record, indent=1))
+    parallel.sync_processes(f"save_model {directory}")
+
+
+def _read_json(path: epath.Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.DamagedCheckpointError(
+            f"{path} ({what}) is not valid JSON ({errors.first_line(error)}): the model directory is "
+            "damaged; save or convert the model again") from error
+
+
+def _model_config(raw: dict) -> ml_collections.ConfigDict:
+    raw = dict(raw, patch_nums=tuple(raw["patch_nums"]),
+               tokenizer_patch_nums=tuple(raw.get("tokenizer_patch_nums", ())))
+    raw["tokenizer"] = dict(raw["tokenizer"], ch_mult=tuple(raw["tokenizer"]["ch_mult"]))
+    cfg = ml_collections.ConfigDict(raw)
+    models.validate(cfg)
+    return cfg
 
 
 def load_model(directory: str, shardings=None):
-    """Returns (params, cfg). `shardings`, a matching tree of jax Shardings, places the arrays."""
-    directory = _directory(directory)
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: is {directory} a converted model "
-                                "directory (python -m srdd_jax.convert ... --out=DIR)?")
-    raw = json.loads(config_path.read_text())
-    raw["patch_nums"] = tuple(raw["patch_nums"])
-    raw["tokenizer_patch_nums"] = tuple(raw.get("tokenizer_patch_nums", ()))
-    raw["tokenizer"]["ch_mult"] = tuple(raw["tokenizer"]["ch_mult"])
-    cfg = ml_collections.ConfigDict(raw)
-    models.validate(cfg)
-    with ocp.StandardCheckpointer() as checkpointer:
-        path = directory / PARAMS_DIR
-        metadata = checkpointer.metadata(path)
-        tree = metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata
-        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
-        if shardings is not None:
-            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                    abstract, shardings)
-        params = checkpointer.restore(path, abstract)
+    """Returns (params, cfg), verified against the directory's integrity record.
+
+    `shardings`, a matching tree of jax Shardings, places the arrays (every process must then
+    call it: the verification is a collective). Without it the arrays come back on the default
+    device with one process, and as numpy arrays on each process of a multi-process run (place
+    them with jax.device_put).
+
+    Raises errors.MissingFileError for a directory that is not a model directory, and
+    errors.DamagedCheckpointError for one that does not load or does not match its record.
+    """
+    directory = directory_path(directory)
+    config_path, params_path = directory / CONFIG_FILE, directory / PARAMS_DIR
+    for path in (config_path, params_path):
+        if not path.exists():
+            raise errors.MissingFileError(
+                f"{path} not found: {directory} is not a complete model directory. Point to the "
+                "`model` folder of a finished run, or convert one with python -m srdd_jax.convert "
+                "... --out=DIR")
+    raw = _read_json(config_path, "the model config")
+    record = None
+    if (directory / INTEGRITY_FILE).exists():
+        record = _read_json(directory / INTEGRITY_FILE, "the integrity record")
+        changed = config_diff.differing_fields(record["config"], raw, "model")
+        if changed:
+            raise errors.DamagedCheckpointError(
+                f"{config_path} differs from the config recorded with the parameters in "
+                f"{directory / INTEGRITY_FILE} ({fingerprints.summary(changed)}): restore the "
+                "file, or save the model again")
+    cfg = _model_config(raw)
+    params = _restore(params_path, shardings)
+    if record is None:
+        logging.warning("%s has no %s (saved before integrity records): loaded without "
+                        "verification", directory, INTEGRITY_FILE)
+        return params, cfg
+    problems = fingerprints.mismatches(record["arrays"], fingerprints.tree_fingerprint(params))
+    if problems:
+        raise errors.DamagedCheckpointError(
+            f"{params_path} does not match its integrity record: {fingerprints.summary(problems)}. "
+            "The files are damaged: save or convert the model again (for a run's `model` "
+            "folder, rerunning the training command re-saves it from the last checkpoint)")
     return params, cfg
 
 
-# ------------------------------------------------------------------------------ training runs
-def train_manager(directory: str, keep: int, interval: int) -> ocp.CheckpointManager:
-    """Orbax manager for a training run: keeps `keep` checkpoints, saves every `interval` steps,
-    asynchronously."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=interval,
-                                           enable_async_checkpointing=True)
-    return ocp.CheckpointManager(_directory(directory), options=options)
+def _restore(path: epath.Path, shardings):
+    """The orbax checkpoint at `path`, placed by `shardings` (see load_model for None)."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        metadata = _readable(path, lambda: checkpointer.metadata(path))
+        tree = metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata
+        if shardings is None and jax.process_count() > 1:  # numpy targets restore as numpy
+            target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), tree)
+        else:
+            if shardings is None:
+                shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(
+                    jax.local_devices()[0]), tree)
+            target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
+                                  tree, shardings)
+        return _readable(path, lambda: checkpointer.restore(path, target))
 
 
-def save_train(manager: ocp.CheckpointManager, step: int, state, data_state: dict,
-               force: bool = False) -> bool:
-    """Saves the train state and the data iterator's state at `step`."""
-    return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      data=ocp.args.JsonSave(data_state)),
-                        force=force)
+def _readable(path: epath.Path, read):
+    """read(), with a failure to read reported as damage of the checkpoint at `path` (failures of
+    the runtime, e.g. collectives between processes, are raised as they are)."""
+    try:
+        return read()
+    except jax.errors.JaxRuntimeError:
+        raise
+    except Exception as error:
+        raise errors.DamagedCheckpointError(
+            f"{path} could not be read ({read_failure(error)}): the files are damaged or "
+            "incomplete; save or convert the model again") from error
 
 
-def restore_train(manager: ocp.CheckpointManager, abstract_state):
-    """(step, state, data_state) of the latest checkpoint, or None when there is none.
-
-    abstract_state: ShapeDtypeStructs with shardings, so arrays come back sharded.
-    """
-    step = manager.latest_step()
-    if step is None:
-        return None
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    return step, restored["state"], restored["data"]
+def read_failure(error: BaseException) -> str:
+    """One line on why an orbax read failed, naming the array when tensorstore says which (in
+    the error or the errors it was raised from; its key 'a.b.c' is shown as the path a/b/c)."""
+    cause = error
+    while cause is not None:
+        match = _TENSORSTORE_READ.search(str(cause).split("\n", 1)[0])
+        if match:
+            return f"array {match.group(1).replace('.', '/')}: {match.group(2)}"
+        cause = cause.__cause__ or cause.__context__
+    return errors.first_line(error)
