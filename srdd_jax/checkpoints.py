@@ -83,10 +83,10 @@ def _model_config(raw: dict) -> ml_collections.ConfigDict:
 def load_model(directory: str, shardings=None):
     """Returns (params, cfg), verified against the directory's integrity record.
 
-    `shardings`, a matching tree of jax Shardings, places the arrays (every process must then
-    call it: the verification is a collective). Without it the arrays come back on the default
-    device with one process, and as numpy arrays on each process of a multi-process run (place
-    them with jax.device_put).
+    `shardings`, a matching tree of jax Shardings: the arrays are read onto those devices and
+    verified there (a collective: every process must call it). Without it they are read and
+    verified on the host, then come back on the default device (uncommitted, so jit may move
+    them) with one process, and as numpy arrays on each process of a multi-process run.
 
     Raises errors.MissingFileError for a directory that is not a model directory, and
     errors.DamagedCheckpointError for one that does not load or does not match its record.
@@ -114,27 +114,27 @@ def load_model(directory: str, shardings=None):
     if record is None:
         logging.warning("%s has no %s (saved before integrity records): loaded without "
                         "verification", directory, INTEGRITY_FILE)
-        return params, cfg
-    problems = fingerprints.mismatches(record["arrays"], fingerprints.tree_fingerprint(params))
-    if problems:
-        raise errors.DamagedCheckpointError(
-            f"{params_path} does not match its integrity record: {fingerprints.summary(problems)}. "
-            "The files are damaged: save or convert the model again (for a run's `model` "
-            "folder, rerunning the training command re-saves it from the last checkpoint)")
+    else:
+        problems = fingerprints.mismatches(record["arrays"], fingerprints.tree_fingerprint(params))
+        if problems:
+            raise errors.DamagedCheckpointError(
+                f"{params_path} does not match its integrity record: "
+                f"{fingerprints.summary(problems)}. The files are damaged: save or convert the "
+                "model again (for a run's `model` folder, rerunning the training command re-saves "
+                "it from the last checkpoint)")
+    if shardings is None and jax.process_count() == 1:
+        params = jax.device_put(params)
     return params, cfg
 
 
 def _restore(path: epath.Path, shardings):
-    """The orbax checkpoint at `path`, placed by `shardings` (see load_model for None)."""
+    """The orbax checkpoint at `path`, placed by `shardings` (None: as numpy arrays)."""
     with ocp.StandardCheckpointer() as checkpointer:
         metadata = _readable(path, lambda: checkpointer.metadata(path))
         tree = metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata
-        if shardings is None and jax.process_count() > 1:  # numpy targets restore as numpy
+        if shardings is None:  # numpy targets restore as numpy
             target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), tree)
         else:
-            if shardings is None:
-                shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(
-                    jax.local_devices()[0]), tree)
             target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
                                   tree, shardings)
         return _readable(path, lambda: checkpointer.restore(path, target))

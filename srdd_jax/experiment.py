@@ -147,7 +147,7 @@ def train_tokenizer(config, workdir: str, mesh, source) -> dict:
         step = steps.make_tokenizer_step(tokenizer, tx, run.vq_weight, run.beta)
     params = loop.train(
         "tokenizer", run, workdir, mesh, _iterator(config, source, run.batch_size), boxed_init, tx,
-        step, config.seed, _tokenizer_context(config), frozen=frozen,
+        step, config.seed, tokenizer_context(config), frozen=frozen,
         frozen_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), frozen))
     if tokenizer_losses.enabled(run):
         params = params["tokenizer"]
@@ -161,13 +161,13 @@ def train_tokenizer(config, workdir: str, mesh, source) -> dict:
     return params
 
 
-def _tokenizer_context(config) -> loop.RunContext:
+def tokenizer_context(config) -> loop.RunContext:
     """The tokenizer run: its state is decided by the tokenizer config and the scales."""
     model = {"tokenizer": config.model.tokenizer.to_dict(), "patch_nums": config.model.patch_nums}
     return loop.RunContext("tokenizer_training", {"model": model})
 
 
-def _transformer_context(config, workdir: str, section: str = "training") -> loop.RunContext:
+def transformer_context(config, workdir: str, section: str = "training") -> loop.RunContext:
     """A transformer run (or a distillation student): decided by the whole model config; its
     batches must hold labels below num_classes (and cached tokens below vocab_size)."""
     hint = (", or start a new workdir from this one's weights with --workdir=NEW_DIR "
@@ -185,9 +185,9 @@ def check_workdir(config, workdir: str) -> None:
     runs = []
     if config.mode in ("train_tokenizer", "tokenize") or (config.mode == "train"
                                                            and not config.init.tokenizer):
-        runs.append(("tokenizer", _tokenizer_context(config)))
+        runs.append(("tokenizer", tokenizer_context(config)))
     if config.mode == "train":
-        runs.append(("transformer", _transformer_context(config, workdir)))
+        runs.append(("transformer", transformer_context(config, workdir)))
     for name, context in runs:
         run_checkpoints.check_workdir_run(os.path.join(workdir, name), context.model_config,
                                           context.restart_hint)
@@ -221,7 +221,7 @@ def train_transformer(config, workdir: str, mesh, source, tok_params) -> dict:
     return loop.train(
         "transformer", run, workdir, mesh, _iterator(config, source, run.batch_size), boxed_init, tx,
         steps.make_transformer_step(transformer, tokenizer, tx, run.label_smoothing), config.seed,
-        _transformer_context(config, workdir), frozen=(tok_params,),
+        transformer_context(config, workdir), frozen=(tok_params,),
         frozen_shardings=(tok_shardings,), on_checkpoint=write_samples)
 
 
@@ -304,7 +304,7 @@ def distill(config, workdir: str, mesh) -> dict:
         lambda rng: _boxed_like(fresh, student),
         tx, steps.make_transformer_step(models.build_transformer(config.model),
                                         models.build_tokenizer(config.model), tx, run.label_smoothing),
-        config.seed, _transformer_context(config, workdir, "distill"), frozen=(tok_params,),
+        config.seed, transformer_context(config, workdir, "distill"), frozen=(tok_params,),
         frozen_shardings=(jax.tree.map(lambda _: parallel.replicated(mesh), tok_params),))
     params = {"tokenizer": tok_params, "transformer": params}
     checkpoints.save_model(os.path.join(workdir, "student"), params, config.model, overwrite=True)

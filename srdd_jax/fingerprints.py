@@ -1,16 +1,20 @@
 """Integrity fingerprints of array trees: a 64-bit checksum, the shape, the dtype and the number of
 non-finite values of every array, recorded when a checkpoint is saved and compared after it loads.
 
-The checksum of an array with elements x_i (bits b_i, flat row-major position i) is the pair of
-sums mod 2^32 of h_i = fmix32(b_i XOR g(i)) and of h_i * (2i + 1), where fmix32 is MurmurHash3's
-bijective finaliser and g a position mix. Integer sums do not depend on the order of reduction,
-so the value is the same for any sharding, on any number of processes, and for a host array read
-in chunks. Any change of one element changes the first sum; the two together miss a random
+The checksum of an array whose bits, as uint32 words w_i at flat row-major word position i, hash
+to h_i = fmix32(w_i XOR fmix32(i * 0x9E3779B9 + 1)) (fmix32: MurmurHash3's bijective finaliser)
+is the pair (sum h_i, sum h_i * (2i + 1)) mod 2^32. Integer sums do not depend on the order of
+reduction, so the value is the same for any sharding, any number of processes, and for an array
+read in pieces. Any change of one word changes the first sum; the two together miss a random
 corruption with probability about 2^-64. It is a check against damage, not against tampering.
 
-Device arrays (sharded or not) are summed where they live, in one jitted pass per mesh: every
-process must call `tree_fingerprint` on a multi-process tree (it is a collective). Host (numpy)
-arrays are summed in chunks, so memory-mapped token caches need not fit in device memory.
+Two ways to compute it, with equal results:
+- arrays held on the host (numpy, memory maps, jax arrays on CPU that this process holds whole)
+  are cut into flat pieces of a few fixed sizes and summed on a CPU device: a handful of compiled
+  programs for any tree, and memory maps stay on disk;
+- arrays on accelerators, or spread over several processes, are summed where they live by one
+  program per shape, dtype and sharding (compiled once per run; a collective on multi-process
+  meshes, so every process must call `tree_fingerprint`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 _GOLDEN = np.uint32(0x9E3779B9)
-_HOST_CHUNK_BYTES = 1 << 28
+PIECE_SIZES = (1 << 20, 1 << 16, 1 << 12)  # elements per host piece, largest first
 
 
+# ------------------------------------------------------------------------------- the checksum
 def _fmix32(h: jax.Array) -> jax.Array:
     """MurmurHash3's 32-bit finaliser (a bijection of uint32)."""
     h = h ^ (h >> 16)
@@ -48,64 +53,106 @@ def _as_words(x: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)[..., None]
 
 
-def _sums(x: jax.Array, offset) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(sum h_i, sum h_i (2i+1), non-finite count) over x, whose first element has flat word
-    position `offset` (uint32) in the whole array; inside jit, any sharding."""
+def _reduce(x: jax.Array, element_index: jax.Array, valid: jax.Array):
+    """(sum h, sum h (2i+1), non-finite count) over the elements of x where `valid`; element
+    (flat) indices are given, words are numbered element_index * words + word."""
     words = _as_words(x)
-    position = jnp.asarray(offset, jnp.uint32)
-    stride = np.uint32(1)
-    for axis in reversed(range(words.ndim)):
-        position = position + jax.lax.broadcasted_iota(jnp.uint32, words.shape, axis) * stride
-        stride = stride * np.uint32(words.shape[axis])
-    hashed = _fmix32(words ^ _fmix32(position * _GOLDEN + np.uint32(1)))
+    per_element = words.shape[-1]
+    position = (element_index[..., None] * np.uint32(per_element)
+                + jax.lax.broadcasted_iota(jnp.uint32, words.shape, words.ndim - 1))
+    hashed = jnp.where(valid[..., None], _fmix32(words ^ _fmix32(position * _GOLDEN + np.uint32(1))),
+                       np.uint32(0))
     first = jnp.sum(hashed, dtype=jnp.uint32)
     second = jnp.sum(hashed * (position * np.uint32(2) + np.uint32(1)), dtype=jnp.uint32)
     if jnp.issubdtype(x.dtype, jnp.inexact):
-        nonfinite = jnp.sum(~jnp.isfinite(x), dtype=jnp.int32)
+        nonfinite = jnp.sum(valid & ~jnp.isfinite(x), dtype=jnp.int32)
     else:
         nonfinite = jnp.zeros((), jnp.int32)
     return first, second, nonfinite
 
 
-def _entry(array, first, second, nonfinite) -> dict:
-    return {"shape": list(np.shape(array)), "dtype": str(np.dtype(array.dtype)),
-            "checksum": f"{int(first):08x}{int(second):08x}", "nonfinite": int(nonfinite)}
+def _whole_sums(x: jax.Array):
+    """_reduce over a whole n-d array in place (any sharding: no reshape, no communication but
+    the final sums)."""
+    index = jnp.zeros(x.shape, jnp.uint32)
+    stride = np.uint32(1)
+    for axis in reversed(range(x.ndim)):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis) * stride
+        stride = stride * np.uint32(x.shape[axis])
+    return _reduce(x, index, jnp.ones(x.shape, bool))
+
+
+def _piece_sums(piece: jax.Array, start, count):
+    """_reduce over a flat piece whose first element is element `start` of its array; only the
+    first `count` elements are the array's (the rest is padding)."""
+    iota = jax.lax.iota(jnp.uint32, piece.shape[0])
+    return _reduce(piece, jnp.asarray(start, jnp.uint32) + iota,
+                   iota < jnp.asarray(count, jnp.uint32))
 
 
 @functools.cache
-def _tree_sums_fn(out_sharding):
-    return jax.jit(lambda leaves: [_sums(x, 0) for x in leaves], out_shardings=out_sharding)
+def _whole_sums_fn(out_sharding):
+    """_whole_sums jitted, results placed by out_sharding (replicated over a multi-process mesh,
+    so every process reads them)."""
+    return jax.jit(_whole_sums, out_shardings=out_sharding)
 
 
 @functools.cache
-def _chunk_sums_fn():
-    return jax.jit(_sums)
+def _piece_sums_fn():
+    return jax.jit(_piece_sums)
+
+
+@functools.cache
+def _host_device():
+    """Where host arrays are hashed: a CPU device (the default device if JAX has no CPU
+    backend, e.g. JAX_PLATFORMS=tpu)."""
+    try:
+        return jax.local_devices(backend="cpu")[0]
+    except RuntimeError:
+        return jax.local_devices()[0]
+
+
+def _pieces(flat: np.ndarray):
+    """(piece, start, count): `flat` cut into pieces of PIECE_SIZES, largest first; the last
+    piece is zero-padded to the smallest size."""
+    start, total = 0, flat.size
+    for size in PIECE_SIZES:
+        while total - start >= size or (size == PIECE_SIZES[-1] and start < total):
+            piece = flat[start:start + size]
+            count = piece.size
+            if count < size:
+                piece = np.concatenate([piece, np.zeros(size - count, piece.dtype)])
+            yield piece, start, count
+            start += size
 
 
 def _host_sums(array: np.ndarray) -> tuple[int, int, int]:
-    """_sums of a large host array (ndim >= 1), read in chunks of leading-axis rows, so a memory
-    map stays on disk."""
-    row_bytes = max(array.nbytes // len(array), 1)
-    rows = max(_HOST_CHUNK_BYTES // row_bytes, 1)
-    words_per_row = _words_per_element(array.dtype) * int(np.prod(array.shape[1:]))
-    first = second = nonfinite = 0
-    for start in range(0, len(array), rows):
-        chunk = np.ascontiguousarray(array[start:start + rows])
-        offset = np.uint32((start * words_per_row) % 2**32)
-        a, b, c = jax.device_get(_chunk_sums_fn()(chunk, offset))
-        first, second, nonfinite = (first + int(a)) % 2**32, (second + int(b)) % 2**32, nonfinite + int(c)
-    return first, second, nonfinite
+    """The sums of a host array, over its pieces (read before the next array's, which bounds
+    the memory in flight to one array)."""
+    device = _host_device()
+    return _combine(jax.device_get([
+        _piece_sums_fn()(jax.device_put(piece, device), np.uint32(start % 2**32), count)
+        for piece, start, count in _pieces(np.asarray(array).reshape(-1))]))
 
 
-def _words_per_element(dtype) -> int:
-    return max(np.dtype(dtype).itemsize // 4, 1)
+def _combine(sums: list) -> tuple[int, int, int]:
+    first = sum(int(s[0]) for s in sums) % 2**32
+    second = sum(int(s[1]) for s in sums) % 2**32
+    return first, second, sum(int(s[2]) for s in sums)
 
 
-def _placement(leaf: jax.Array):
-    """What a jitted pass over `leaf` must share with the other leaves it is summed with: its
-    NamedSharding's mesh, else its set of devices."""
+# ------------------------------------------------------------------------------------- trees
+def _on_host(leaf) -> bool:
+    """Whether the array's bytes are on this host, whole (numpy, or a CPU jax array)."""
+    if not isinstance(leaf, jax.Array):
+        return True
+    return leaf.is_fully_addressable and all(d.platform == "cpu" for d in leaf.sharding.device_set)
+
+
+def _out_sharding(leaf: jax.Array):
+    """Where the sums of a device array go: replicated over its mesh (None: as jit decides)."""
     sharding = leaf.sharding
-    return sharding.mesh if isinstance(sharding, NamedSharding) else frozenset(sharding.device_set)
+    return NamedSharding(sharding.mesh, PartitionSpec()) if isinstance(sharding, NamedSharding) else None
 
 
 def _name(path) -> str:
@@ -116,29 +163,26 @@ def tree_fingerprint(tree) -> dict:
     """{'path': {'shape', 'dtype', 'checksum', 'nonfinite'}} for every array of `tree`, keyed by
     its path with '/' between keys (e.g. 'transformer/blocks_0/ffn/fc1/kernel').
 
-    jax.Arrays are hashed on their devices, one jitted pass per mesh (a collective on
-    multi-process meshes: call it on every process); numpy arrays in one pass on the default
-    device, those over 256 MiB in chunks.
+    A collective when the tree holds arrays spread over several processes: call it on every
+    process.
     """
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    record = {}
-    groups: dict = {}
-    for path, leaf in flat:
-        if isinstance(leaf, jax.Array):
-            groups.setdefault(_placement(leaf), []).append((path, leaf))
-        elif np.asarray(leaf).nbytes <= _HOST_CHUNK_BYTES:  # one pass with the other host arrays
-            groups.setdefault(None, []).append((path, np.asarray(leaf)))
-        else:
-            record[_name(path)] = _entry(np.asarray(leaf), *_host_sums(np.asarray(leaf)))
-    for placement, items in groups.items():  # placement None: host arrays, to the default device
-        on_mesh = isinstance(placement, jax.sharding.Mesh)
-        out = NamedSharding(placement, PartitionSpec()) if on_mesh else None
-        sums = jax.device_get(_tree_sums_fn(out)([leaf for _, leaf in items]))
-        for (path, leaf), values in zip(items, sums):
-            record[_name(path)] = _entry(leaf, *values)
+    record, on_devices = {}, []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if _on_host(leaf):
+            record[_name(path)] = _entry(leaf, *_host_sums(leaf))
+        else:  # dispatched now, read below
+            on_devices.append((path, leaf, _whole_sums_fn(_out_sharding(leaf))(leaf)))
+    for (path, leaf, _), sums in zip(on_devices, jax.device_get([p[2] for p in on_devices])):
+        record[_name(path)] = _entry(leaf, *(int(v) for v in sums))
     return {key: record[key] for key in sorted(record)}
 
 
+def _entry(array, first, second, nonfinite) -> dict:
+    return {"shape": list(np.shape(array)), "dtype": str(np.dtype(array.dtype)),
+            "checksum": f"{first:08x}{second:08x}", "nonfinite": nonfinite}
+
+
+# -------------------------------------------------------------------------------- comparison
 def mismatches(recorded: dict, found: dict) -> list[str]:
     """What differs between a recorded fingerprint and one computed after loading: one line per
     array (missing, unexpected, other shape/dtype, other checksum, non-finite values)."""

@@ -34,7 +34,12 @@ def test_fingerprint_is_the_same_for_any_placement(monkeypatch):
               "tokens": jax.device_put(host["tokens"], NamedSharding(mesh, PartitionSpec(None, None))),
               "scale": jax.numpy.asarray(host["scale"]), "half": jax.numpy.asarray(host["half"])}
     assert fingerprints.tree_fingerprint(placed) == record
-    monkeypatch.setattr(fingerprints, "_HOST_CHUNK_BYTES", 1000)  # host arrays read in chunks
+    # Hashed in place, as arrays on accelerators or spread over processes are.
+    monkeypatch.setattr(fingerprints, "_on_host", lambda leaf: False)
+    assert fingerprints.tree_fingerprint(placed) == record
+    # Host arrays in other pieces (the kernel array spans pieces of all three sizes).
+    monkeypatch.setattr(fingerprints, "PIECE_SIZES", (1000, 60, 16))
+    monkeypatch.setattr(fingerprints, "_on_host", lambda leaf: True)
     assert fingerprints.tree_fingerprint(host) == record
 
 

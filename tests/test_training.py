@@ -94,7 +94,7 @@ def _train_transformer(cfg, workdir, mesh, writer, kill_at=None):
         lambda rng: models.init_params(cfg.model, rng, "transformer"), tx,
         steps.make_transformer_step(models.build_transformer(cfg.model),
                                     models.build_tokenizer(cfg.model), tx),
-        cfg.seed, experiment._transformer_context(cfg, str(workdir)), frozen=(tok_params,),
+        cfg.seed, experiment.transformer_context(cfg, str(workdir)), frozen=(tok_params,),
         frozen_shardings=(tok_shardings,), writer=writer, on_checkpoint=on_checkpoint)
 
 
