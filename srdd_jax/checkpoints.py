@@ -103,7 +103,8 @@ def load_model(directory: str, shardings=None):
     record = None
     if (directory / INTEGRITY_FILE).exists():
         record = _read_json(directory / INTEGRITY_FILE, "the integrity record")
-        changed = config_diff.differing_fields(record["config"], raw, "model")
+        changed = config_diff.differing_fields(record["config"], raw, "model",
+                                               labels=("recorded", f"in {CONFIG_FILE}"))
         if changed:
             raise errors.DamagedCheckpointError(
                 f"{config_path} differs from the config recorded with the parameters in "

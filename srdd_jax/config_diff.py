@@ -25,15 +25,16 @@ def _leaves(tree, prefix: str) -> dict:
     return flat
 
 
-def differing_fields(recorded: dict, current: dict, prefix: str = "") -> list[str]:
-    """'prefix.a.b: X recorded, Y now' for each field that differs, sorted by name; a field
-    present on one side only shows as 'absent' on the other."""
+def differing_fields(recorded: dict, current: dict, prefix: str = "",
+                     labels: tuple[str, str] = ("recorded", "now")) -> list[str]:
+    """'prefix.a.b: X recorded, Y now' (with `labels`) for each field that differs, sorted by
+    name; a field present on one side only shows as 'absent' on the other."""
     old, new = _leaves(recorded, prefix), _leaves(current, prefix)
     lines = []
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name, _ABSENT), new.get(name, _ABSENT)
         if before != after:
-            lines.append(f"{name}: {_show(before)} recorded, {_show(after)} now")
+            lines.append(f"{name}: {_show(before)} {labels[0]}, {_show(after)} {labels[1]}")
     return lines
 
 

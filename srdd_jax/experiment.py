@@ -325,6 +325,7 @@ def tokenize(config, workdir: str, mesh, source, tok_params) -> str:
         tokens.write_cache(directory, idx_NL, labels_N, meta)
         logging.info("wrote %d token sequences (%d unreadable images skipped) to %s", len(idx_NL),
                      len(source.skipped), directory)
+    parallel.sync_processes(f"token cache {directory}")  # written (by process 0) for everyone
     return directory
 
 

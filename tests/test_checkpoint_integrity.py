@@ -151,6 +151,6 @@ def test_changed_model_in_an_existing_workdir_is_refused_at_start_up(tiny_demo_w
     assert result.returncode == 1
     [error] = _error_lines(result)
     assert f"{workdir}/transformer holds checkpoints of another model" in error
-    assert "model.transformer.depth: 2 recorded, 3 now" in error
+    assert "model.transformer.depth: 2 in checkpoint 4, 3 now" in error
     assert "--workdir=NEW_DIR" in error and f"--config.init.transformer={workdir}/model" in error
     assert "Traceback" not in result.stderr and "step memory" not in result.stderr  # no training

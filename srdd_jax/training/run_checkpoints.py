@@ -39,11 +39,11 @@ class Restored:
 
 
 def make_manager(directory: str, keep: int, interval: int,
-                 read_only: bool = False) -> ocp.CheckpointManager:
+                 create: bool = True) -> ocp.CheckpointManager:
     """Orbax manager for a training run: keeps `keep` checkpoints, saves every `interval` steps,
-    asynchronously."""
+    asynchronously; `create=False` for one that only reads."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=interval,
-                                           enable_async_checkpointing=True, read_only=read_only)
+                                           enable_async_checkpointing=True, create=create)
     return ocp.CheckpointManager(checkpoints.directory_path(directory), options=options)
 
 
@@ -83,20 +83,20 @@ def check_config(manager: ocp.CheckpointManager, model_config: dict, restart_hin
         record = _read_record(manager, step)
         if record is None:
             continue
-        changed = config_diff.differing_fields(record["config"], model_config)
+        changed = config_diff.differing_fields(record["config"], model_config,
+                                               labels=(f"in checkpoint {step}", "now"))
         if changed:
-            ways = f"train this config in a new workdir (--workdir=NEW_DIR){restart_hint}"
             raise errors.IncompatibleCheckpointError(
-                f"{manager.directory} holds checkpoints of another model ({'; '.join(changed)}; "
-                f"'recorded' is checkpoint {step}). Either keep its config to resume it, or "
-                f"{ways}.")
+                f"{manager.directory} holds checkpoints of another model ({'; '.join(changed)}). "
+                "Either keep its config to resume it, or train this config in a new workdir "
+                f"(--workdir=NEW_DIR){restart_hint}.")
         return
 
 
 def check_workdir_run(directory: str, model_config: dict, restart_hint: str) -> None:
     """check_config for the run in `directory`, if it has started (for start-up checks)."""
     if epath.Path(directory).is_dir():
-        with make_manager(directory, 1, 1, read_only=True) as manager:
+        with make_manager(directory, 1, 1, create=False) as manager:
             check_config(manager, model_config, restart_hint)
 
 
