@@ -142,10 +142,18 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
         copy += 1
         target = folder / f"{step}-{copy}"
     parallel.sync_processes(f"move aside {target}")  # every process has chosen the target
+    failure = ""
     if jax.process_index() == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        step_directory(manager, step).rename(target)
-    parallel.sync_processes(f"moved {target}")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            step_directory(manager, step).rename(target)
+        except OSError as error:
+            failure = errors.first_line(error)
+    if not _all_processes_agree(not failure):
+        raise errors.DamagedCheckpointError(
+            f"{step_directory(manager, step)} does not verify and could not be moved to {target} "
+            f"({failure or 'on process 0'}): move it out of {manager.directory} yourself, then "
+            "run again")
     return target
 
 
