@@ -183,8 +183,8 @@ def check_workdir(config, workdir: str) -> None:
     """At start-up: refuses a workdir whose tokenizer or transformer run was made by another
     model config (errors.IncompatibleCheckpointError naming the fields)."""
     runs = []
-    if config.mode in ("train_tokenizer", "tokenize") or (config.mode == "train"
-                                                           and not config.init.tokenizer):
+    if config.mode == "train_tokenizer" or (config.mode in ("train", "tokenize")
+                                            and not config.init.tokenizer):
         runs.append(("tokenizer", tokenizer_context(config)))
     if config.mode == "train":
         runs.append(("transformer", transformer_context(config, workdir)))
