@@ -1,29 +1,39 @@
-"""Saving and restoring model parameters with orbax, with the model config beside them.
+"""Model directories: parameters saved with orbax, the model config and an integrity record
+beside them.
 
-Layout of a model directory: `params/` (an orbax PyTree checkpoint of
-{'tokenizer': ..., 'transformer': ...}) and `model_config.json`.
+Layout: `params/` (an orbax PyTree checkpoint of {'tokenizer': ..., 'transformer': ...}),
+`model_config.json`, and `integrity.json` ({'config': the model config, 'arrays': the
+parameters' fingerprints, see `fingerprints`}). Loading checks the parameters against the record
+and raises `errors.DamagedCheckpointError` naming the directory and the array when they differ.
+Directories written before integrity records existed load with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from srdd_jax import models, parallel
+from srdd_jax import config_diff, errors, fingerprints, models, parallel
 from srdd_jax.transformer import legacy_layout
 
 CONFIG_FILE = "model_config.json"
+INTEGRITY_FILE = "integrity.json"
 PARAMS_DIR = "params"
+# tensorstore's read errors: 'Error reading "<array key>/<chunk>" in OCDBT database at ...: <why>'.
+_TENSORSTORE_READ = re.compile(
+    r'Error reading "([^"/]+)/[^"]*" in [^:]*"[^"]*": (.*?)(?: \[tensorstore_spec=|$)')
 
 
-def _directory(directory) -> epath.Path:
+def directory_path(directory) -> epath.Path:
     """`directory` as an epath.Path, so gs:// works wherever tf.io.gfile does: URIs as given, local
     paths made absolute (orbax requires absolute local paths)."""
     path = epath.Path(directory)
@@ -32,95 +42,164 @@ def _directory(directory) -> epath.Path:
 
 def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
                overwrite: bool = False) -> None:
-    """Writes params and config; an existing model directory is replaced only with `overwrite`."""
-    directory = _directory(directory)
+    """Writes params, config and integrity record; an existing model directory is replaced only
+    with `overwrite`.
+
+    Every process must call it with the same (global) params: orbax's save and the fingerprint
+    are collectives. Only process 0 writes the two JSON files, last, so a directory holding an
+    integrity record holds the parameters it describes.
+    """
+    directory = directory_path(directory)
     if (directory / PARAMS_DIR).exists() and not overwrite:
-        raise FileExistsError(f"{directory} already holds a model: choose a new --out directory")
+        raise errors.OutputExistsError(f"{directory} already holds a model: choose a new --out "
+                                       "directory")
+    record = {"config": json.loads(json.dumps(cfg.to_dict())),
+              "arrays": fingerprints.tree_fingerprint(params)}
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(directory / PARAMS_DIR, params, force=overwrite)
-    (directory / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
+    if jax.process_index() == 0:
+        (directory / CONFIG_FILE).write_text(json.dumps(record["config"], indent=1))
+        (directory / INTEGRITY_FILE).write_text(json.dumps(record, indent=1))
+    parallel.sync_processes(f"save_model {directory}")
+
+
+def _read_json(path: epath.Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.DamagedCheckpointError(
+            f"{path} ({what}) is not valid JSON ({errors.first_line(error)}): the model directory is "
+            "damaged; save or convert the model again") from error
+
+
+def _model_config(raw: dict) -> ml_collections.ConfigDict:
+    raw = dict(raw, patch_nums=tuple(raw["patch_nums"]),
+               tokenizer_patch_nums=tuple(raw.get("tokenizer_patch_nums", ())))
+    raw["tokenizer"] = dict(raw["tokenizer"], ch_mult=tuple(raw["tokenizer"]["ch_mult"]))
+    defaults = models.transformer_config()
+    raw["transformer"] = {**{field: defaults[field] for field in models.EXECUTION_SETTINGS},
+                          **raw["transformer"]}  # fields absent from earlier versions' directories
+    cfg = ml_collections.ConfigDict(raw)
+    models.validate(cfg)
+    return cfg
 
 
 def load_model(directory: str, shardings=None, mesh=None):
-    """Returns (params, cfg). `shardings`, a matching tree of jax Shardings, places the arrays;
-    or `mesh` (a `parallel.make_mesh` mesh): each array is read straight into its sharding by the
-    logical-axis rules (no device holds a whole FSDP-sharded model).
+    """Returns (params, cfg), verified against the directory's integrity record.
+
+    `shardings`, a matching tree of jax Shardings, or `mesh` (a `parallel.make_mesh` mesh: the
+    shardings of the logical-axis rules): the arrays are read onto those devices and verified
+    there (a collective: every process must call it), so no device holds a whole FSDP-sharded
+    model. Without either they are read and verified on the host, then come back on the default
+    device (uncommitted, so jit may move them) with one process, and as numpy arrays on each
+    process of a multi-process run.
 
     Directories written before the transformer's blocks were scanned (per-block `blocks_i`
-    trees) load too: their blocks are stacked into the current layout on load.
+    trees) load too: they are verified as written, then their blocks are stacked into the
+    current layout.
+
+    Raises errors.MissingFileError for a directory that is not a model directory, and
+    errors.DamagedCheckpointError for one that does not load or does not match its record.
     """
-    directory = _directory(directory)
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: is {directory} a converted model "
-                                "directory (python -m srdd_jax.convert ... --out=DIR)?")
-    raw = json.loads(config_path.read_text())
-    raw["patch_nums"] = tuple(raw["patch_nums"])
-    raw["tokenizer_patch_nums"] = tuple(raw.get("tokenizer_patch_nums", ()))
-    raw["tokenizer"]["ch_mult"] = tuple(raw["tokenizer"]["ch_mult"])
-    defaults = models.transformer_config()
-    for field in models.EXECUTION_SETTINGS:  # absent from directories of earlier versions
-        raw["transformer"].setdefault(field, defaults[field])
-    cfg = ml_collections.ConfigDict(raw)
-    models.validate(cfg)
+    directory = directory_path(directory)
+    config_path, params_path = directory / CONFIG_FILE, directory / PARAMS_DIR
+    for path in (config_path, params_path):
+        if not path.exists():
+            raise errors.MissingFileError(
+                f"{path} not found: {directory} is not a complete model directory. Point to the "
+                "`model` folder of a finished run, or convert one with python -m srdd_jax.convert "
+                "... --out=DIR")
+    raw = _read_json(config_path, "the model config")
+    record = None
+    if (directory / INTEGRITY_FILE).exists():
+        record = _read_json(directory / INTEGRITY_FILE, "the integrity record")
+        changed = config_diff.differing_fields(record["config"], raw, "model",
+                                               labels=("recorded", f"in {CONFIG_FILE}"))
+        if changed:
+            raise errors.DamagedCheckpointError(
+                f"{config_path} differs from the config recorded with the parameters in "
+                f"{directory / INTEGRITY_FILE} ({fingerprints.summary(changed)}): restore the "
+                "file, or save the model again")
+    cfg = _model_config(raw)
     if mesh is not None and shardings is None:
         shardings = {which: parallel.param_shardings(models.abstract_params(cfg, which), mesh)
                      for which in ("tokenizer", "transformer")}
-    with ocp.StandardCheckpointer() as checkpointer:
-        path = directory / PARAMS_DIR
-        metadata = checkpointer.metadata(path)
-        tree = metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata
-        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), _plain(tree))
-        if shardings is not None:
-            shardings = {which: shardings[which] for which in abstract}
-        unstacked = legacy_layout.is_unstacked(abstract.get("transformer", {}))
-        if shardings is not None and not unstacked:
-            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                    abstract, shardings)
-        params = checkpointer.restore(path, abstract)
+    unstacked = _holds_unstacked_blocks(params_path)
+    params = _restore(params_path, None if unstacked else shardings)
+    if record is None:
+        logging.warning("%s has no %s (saved before integrity records): loaded without "
+                        "verification", directory, INTEGRITY_FILE)
+    else:
+        problems = fingerprints.mismatches(record["arrays"], fingerprints.tree_fingerprint(params))
+        if problems:
+            raise errors.DamagedCheckpointError(
+                f"{params_path} does not match its integrity record: "
+                f"{fingerprints.summary(problems)}. The files are damaged: save or convert the "
+                "model again (for a run's `model` folder, rerunning the training command re-saves "
+                "it from the last checkpoint)")
     if unstacked:
         logging.info("%s holds per-block transformer parameters (written before the blocks were "
                      "scanned): stacked into the current layout on load", directory)
         params = {**params, "transformer": legacy_layout.stack_blocks(params["transformer"])}
         if shardings is not None:
-            params = jax.device_put(params, shardings)
+            params = jax.device_put(params, {which: shardings[which] for which in params})
+    if shardings is None and jax.process_count() == 1:
+        params = jax.device_put(params)
     return params, cfg
 
 
+def _metadata_tree(checkpointer, path: epath.Path) -> dict:
+    """The checkpoint's array metadata as plain nested dicts."""
+    metadata = _readable(path, lambda: checkpointer.metadata(path))
+    return _plain(metadata.item_metadata if hasattr(metadata, "item_metadata") else metadata)
+
+
 def _plain(tree):
-    """Orbax's metadata tree as plain nested dicts."""
     tree = getattr(tree, "tree", tree)  # orbax's TreeMetadata wrapper
     if isinstance(tree, Mapping):
         return {name: _plain(value) for name, value in tree.items()}
     return tree
 
 
-# ------------------------------------------------------------------------------ training runs
-def train_manager(directory: str, keep: int, interval: int) -> ocp.CheckpointManager:
-    """Orbax manager for a training run: keeps `keep` checkpoints, saves every `interval` steps,
-    asynchronously."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=interval,
-                                           enable_async_checkpointing=True)
-    return ocp.CheckpointManager(_directory(directory), options=options)
+def _holds_unstacked_blocks(path: epath.Path) -> bool:
+    with ocp.StandardCheckpointer() as checkpointer:
+        tree = _metadata_tree(checkpointer, path)
+    return legacy_layout.is_unstacked(tree.get("transformer", {}))
 
 
-def save_train(manager: ocp.CheckpointManager, step: int, state, data_state: dict,
-               force: bool = False) -> bool:
-    """Saves the train state and the data iterator's state at `step`."""
-    return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      data=ocp.args.JsonSave(data_state)),
-                        force=force)
+def _restore(path: epath.Path, shardings):
+    """The orbax checkpoint at `path`, placed by `shardings` (None: as numpy arrays)."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        tree = _metadata_tree(checkpointer, path)
+        if shardings is None:  # numpy targets restore as numpy
+            target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), tree)
+        else:
+            target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
+                                  tree, {which: shardings[which] for which in tree})
+        return _readable(path, lambda: checkpointer.restore(path, target))
 
 
-def restore_train(manager: ocp.CheckpointManager, abstract_state):
-    """(step, state, data_state) of the latest checkpoint, or None when there is none.
+def _readable(path: epath.Path, read):
+    """read(), with a failure to read reported as damage of the checkpoint at `path` (failures of
+    the runtime, e.g. collectives between processes, are raised as they are)."""
+    try:
+        return read()
+    except jax.errors.JaxRuntimeError:
+        raise
+    except Exception as error:
+        raise errors.DamagedCheckpointError(
+            f"{path} could not be read ({read_failure(error)}): the files are damaged or "
+            "incomplete; save or convert the model again") from error
 
-    abstract_state: ShapeDtypeStructs with shardings, so arrays come back sharded.
-    """
-    step = manager.latest_step()
-    if step is None:
-        return None
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    return step, restored["state"], restored["data"]
+
+def read_failure(error: BaseException) -> str:
+    """One line on why an orbax read failed, naming the array when tensorstore says which (in
+    the error or the errors it was raised from; its key 'a.b.c' is shown as the path a/b/c)."""
+    cause = error
+    while cause is not None:
+        match = _TENSORSTORE_READ.search(str(cause).split("\n", 1)[0])
+        if match:
+            return f"array {match.group(1).replace('.', '/')}: {match.group(2)}"
+        cause = cause.__cause__ or cause.__context__
+    return errors.first_line(error)

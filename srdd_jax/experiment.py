@@ -1,12 +1,18 @@
 """What each mode of `python -m srdd_jax.main` does, as testable functions of (config, workdir).
 
 Workdir layout: `tokenizer/`, `transformer/` (orbax checkpoints of the runs, with the data
-position), `logs/` (TensorBoard), `model/` (the final model directory: params + model_config.json,
-loadable with `checkpoints.load_model`), `samples/` (PNG grids and .npz files).
+position and an integrity record: see training/run_checkpoints.py), `damaged/` (checkpoints that
+failed to verify, moved aside), `logs/` (TensorBoard), `model/` (the final model directory:
+params + model_config.json + integrity.json, loadable with `checkpoints.load_model`), `samples/`
+(PNG grids and .npz files).
+
+Multi-process runs: every process calls every function here (saves and samplers are collectives);
+only process 0 writes plain files (config.json, grids, token caches).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -19,14 +25,14 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from srdd_jax import checkpoints, models, parallel
+from srdd_jax import checkpoints, errors, models, parallel
 from srdd_jax.data import sources, tokens
 from srdd_jax.data.pipeline import make_iterator
 from srdd_jax.sampling import outputs
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.tokenizer.vqvae import VQVAE
+from srdd_jax.training import diagnosis, loop, optimizer, run_checkpoints, steps, tokenizer_losses
 from srdd_jax.training import distill as distillation
-from srdd_jax.training import loop, optimizer, steps, tokenizer_losses
 
 MODES = ("train_tokenizer", "train", "sample", "edit", "convert", "distill", "tokenize", "evaluate")
 EDIT_TASKS = ("inpaint", "outpaint", "super_resolution")
@@ -142,17 +148,50 @@ def train_tokenizer(config, workdir: str, mesh, source) -> dict:
         step = steps.make_tokenizer_step(tokenizer, tx, run.vq_weight, run.beta)
     params = loop.train(
         "tokenizer", run, workdir, mesh, _iterator(config, source, run.batch_size), boxed_init, tx,
-        step, config.seed, frozen=frozen,
+        step, config.seed, tokenizer_context(config), frozen=frozen,
         frozen_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), frozen))
     if tokenizer_losses.enabled(run):
         params = params["tokenizer"]
+    images = source.head(16)
+    recon = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x, method=VQVAE.__call__))(
+        params, images)
     if _is_main():
-        images = source.head(16)
-        recon = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x, method=VQVAE.__call__))(
-            params, images)
         outputs.save_grid(os.path.join(workdir, "samples", "tokenizer_reconstructions.png"),
-                          outputs.to_uint8(np.concatenate([images, np.asarray(recon)])), columns=16)
+                          outputs.to_uint8(np.concatenate([images, parallel.to_host(recon)])),
+                          columns=16)
     return params
+
+
+def tokenizer_context(config) -> loop.RunContext:
+    """The tokenizer run: its state is decided by the tokenizer config and the scales."""
+    model = {"tokenizer": config.model.tokenizer.to_dict(), "patch_nums": config.model.patch_nums}
+    return loop.RunContext("tokenizer_training", {"model": model})
+
+
+def transformer_context(config, workdir: str, section: str = "training") -> loop.RunContext:
+    """A transformer run (or a distillation student): decided by the whole model config; its
+    batches must hold labels below num_classes (and cached tokens below vocab_size)."""
+    hint = (", or start a new workdir from this one's weights with --workdir=NEW_DIR "
+            f"--config.init.transformer={os.path.join(workdir, 'model')} (possible when the "
+            "parameter shapes agree except for the number of classes)") if section == "training" else ""
+    check = functools.partial(diagnosis.batch_problems,
+                              num_classes=config.model.transformer.num_classes,
+                              vocab_size=config.model.tokenizer.vocab_size)
+    return loop.RunContext(section, {"model": config.model.to_dict()}, hint, check)
+
+
+def check_workdir(config, workdir: str) -> None:
+    """At start-up: refuses a workdir whose tokenizer or transformer run was made by another
+    model config (errors.IncompatibleCheckpointError naming the fields)."""
+    runs = []
+    if config.mode == "train_tokenizer" or (config.mode in ("train", "tokenize")
+                                            and not config.init.tokenizer):
+        runs.append(("tokenizer", tokenizer_context(config)))
+    if config.mode == "train":
+        runs.append(("transformer", transformer_context(config, workdir)))
+    for name, context in runs:
+        run_checkpoints.check_workdir_run(os.path.join(workdir, name), context.model_config,
+                                          context.restart_hint)
 
 
 def tokenizer_params(config, workdir: str, mesh, source) -> dict:
@@ -160,8 +199,9 @@ def tokenizer_params(config, workdir: str, mesh, source) -> dict:
     if config.init.tokenizer:
         params, cfg = checkpoints.load_model(config.init.tokenizer)
         if cfg.tokenizer.to_dict() != config.model.tokenizer.to_dict():
-            raise ValueError(f"config.init.tokenizer={config.init.tokenizer} holds a tokenizer with "
-                             f"{cfg.tokenizer} but config.model.tokenizer is {config.model.tokenizer}")
+            raise errors.ConfigError(
+                f"config.init.tokenizer={config.init.tokenizer} holds a tokenizer with "
+                f"{cfg.tokenizer} but config.model.tokenizer is {config.model.tokenizer}")
         # Replicated over the mesh like a tokenizer trained here (the sample grids decode with it).
         return jax.device_put(params["tokenizer"], parallel.replicated(mesh))
     return train_tokenizer(config, workdir, mesh, source)
@@ -176,14 +216,14 @@ def train_transformer(config, workdir: str, mesh, source, tok_params) -> dict:
     tok_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), tok_params)
 
     def write_samples(step, params):
-        if _is_main():
-            sample_grid(config, {"tokenizer": tok_params, "transformer": params},
-                        os.path.join(workdir, "samples", f"step_{step:07d}.png"), mesh)
+        sample_grid(config, {"tokenizer": tok_params, "transformer": params},
+                    os.path.join(workdir, "samples", f"step_{step:07d}.png"), mesh)
 
     return loop.train(
         "transformer", run, workdir, mesh, _iterator(config, source, run.batch_size), boxed_init, tx,
         steps.make_transformer_step(transformer, tokenizer, tx, run.label_smoothing), config.seed,
-        frozen=(tok_params,), frozen_shardings=(tok_shardings,), on_checkpoint=write_samples)
+        transformer_context(config, workdir), frozen=(tok_params,),
+        frozen_shardings=(tok_shardings,), on_checkpoint=write_samples)
 
 
 def _transformer_init(config):
@@ -205,9 +245,10 @@ def _transformer_init(config):
     shapes = jax.tree.map(lambda x: x.shape, nn.unbox(fresh))
     loaded = jax.tree.map(np.shape, params["transformer"])
     if _without_class_rows(shapes) != _without_class_rows(loaded):
-        raise ValueError(f"config.init.transformer={config.init.transformer} does not match "
-                         "config.model.transformer (different sizes; only the number of classes "
-                         "may differ): check depth/width")
+        raise errors.ConfigError(
+            f"config.init.transformer={config.init.transformer} does not match "
+            "config.model.transformer (different sizes; only the number of classes may differ): "
+            "check depth/width")
 
     def boxed(values):
         return _boxed_like(fresh, values)
@@ -264,13 +305,11 @@ def distill(config, workdir: str, mesh) -> dict:
         lambda rng: _boxed_like(fresh, student),
         tx, steps.make_transformer_step(models.build_transformer(config.model),
                                         models.build_tokenizer(config.model), tx, run.label_smoothing),
-        config.seed, frozen=(tok_params,),
+        config.seed, transformer_context(config, workdir, "distill"), frozen=(tok_params,),
         frozen_shardings=(jax.tree.map(lambda _: parallel.replicated(mesh), tok_params),))
     params = {"tokenizer": tok_params, "transformer": params}
-    if _is_main():
-        checkpoints.save_model(os.path.join(workdir, "student"), jax.device_get(params), config.model,
-                               overwrite=True)
-        sample_grid(config, params, os.path.join(workdir, "samples", "student.png"), mesh)
+    checkpoints.save_model(os.path.join(workdir, "student"), params, config.model, overwrite=True)
+    sample_grid(config, params, os.path.join(workdir, "samples", "student.png"), mesh)
     return params
 
 
@@ -287,6 +326,7 @@ def tokenize(config, workdir: str, mesh, source, tok_params) -> str:
         tokens.write_cache(directory, idx_NL, labels_N, meta)
         logging.info("wrote %d token sequences (%d unreadable images skipped) to %s", len(idx_NL),
                      len(source.skipped), directory)
+    parallel.sync_processes(f"token cache {directory}")  # written (by process 0) for everyone
     return directory
 
 
@@ -294,13 +334,13 @@ def tokenize(config, workdir: str, mesh, source, tok_params) -> str:
 def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.ndarray:
     """Samples config.sample.per_class images of every class in config.sample.labels (empty: all
     classes), or of the given `labels`, into one PNG grid (one column per class); returns the
-    uint8 images."""
+    uint8 images. Every process samples; process 0 writes the files."""
     num_classes = config.model.transformer.num_classes
     if labels is None:
         chosen = np.asarray(config.sample.labels or range(num_classes), np.int32)
         if chosen.min() < 0 or chosen.max() >= num_classes:
-            raise ValueError(f"config.sample.labels={tuple(config.sample.labels)}: this model has "
-                             f"classes 0..{num_classes - 1}")
+            raise errors.ConfigError(f"config.sample.labels={tuple(config.sample.labels)}: this "
+                                     f"model has classes 0..{num_classes - 1}")
         labels = np.tile(chosen, config.sample.per_class)
     labels = np.asarray(labels, np.int32)
     settings = SamplerSettings.from_config(config.sample.settings)
@@ -312,14 +352,17 @@ def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.n
         chunk = labels[start:start + batch]
         rng = jax.random.fold_in(jax.random.key(config.sample.seed), start)
         out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
-        images.append(np.asarray(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)])
-        indices.append(np.asarray(out["idx_BL"])[:len(chunk)])
+        decoded = sampler.decode(params["tokenizer"], out["f_hat_BhwC"])
+        images.append(parallel.to_host(decoded)[:len(chunk)])
+        indices.append(parallel.to_host(out["idx_BL"])[:len(chunk)])
         logging.info("sampling: %d/%d images after %.1f s (compile %.1f s)", start + len(chunk),
                      len(labels), time.perf_counter() - started, sampler.compile_seconds)
     images = outputs.to_uint8(np.concatenate(images))
-    outputs.save_grid(path, images, columns=min(len(set(labels.tolist())), len(labels)))
-    outputs.save_samples(os.path.splitext(path)[0] + ".npz", images, labels, np.concatenate(indices))
-    logging.info("wrote %d samples to %s", len(labels), path)
+    if _is_main():
+        outputs.save_grid(path, images, columns=min(len(set(labels.tolist())), len(labels)))
+        outputs.save_samples(os.path.splitext(path)[0] + ".npz", images, labels,
+                             np.concatenate(indices))
+        logging.info("wrote %d samples to %s", len(labels), path)
     return images
 
 
@@ -327,7 +370,8 @@ def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
     """Zero-shot editing of config.edit.images (files; default: the first dataset images).
 
     Writes a grid with one row per image: input (masked for in/outpainting, low resolution for
-    super-resolution), then config.edit.samples results. Returns the uint8 grid rows.
+    super-resolution), then config.edit.samples results (process 0 writes). Returns the uint8
+    grid rows.
     """
     from srdd_jax.sampling import editing
 
@@ -358,16 +402,22 @@ def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
     rows = [outputs.to_uint8(shown)]
     for k in range(ed.samples):
         out = sampler.sample(params, labels, jax.random.key(config.sample.seed + k), known_idx, known)
-        rows.append(outputs.to_uint8(sampler.decode(params["tokenizer"], out["f_hat_BhwC"])))
+        decoded = sampler.decode(params["tokenizer"], out["f_hat_BhwC"])
+        rows.append(outputs.to_uint8(parallel.to_host(decoded)))
     grid_images = np.stack(rows, axis=1).reshape((-1,) + rows[0].shape[1:])
-    outputs.save_grid(path, grid_images, columns=len(rows))
+    if _is_main():
+        outputs.save_grid(path, grid_images, columns=len(rows))
     logging.info("wrote %s edits of %d images to %s", ed.task, len(images), path)
     return grid_images
 
 
 # ---------------------------------------------------------------------------------------- modes
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
-    validate_config(config)
+    try:
+        validate_config(config)
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from error
+    check_workdir(config, workdir)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
     if _is_main():
         (epath.Path(workdir) / "config.json").write_text(
@@ -407,8 +457,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         logging.info("data: %d cached token sequences from %s", cache.num_examples,
                      config.training.cached_tokens)
         params = {"tokenizer": tok, "transformer": train_transformer(config, workdir, mesh, cache, tok)}
-        if _is_main():
-            checkpoints.save_model(model_dir, jax.device_get(params), config.model, overwrite=True)
+        checkpoints.save_model(model_dir, params, config.model, overwrite=True)
         return
     source = load_data(config)
     logging.info("data: %d images, %d classes, %d unreadable skipped", source.num_examples,
@@ -421,5 +470,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     else:
         tok = tokenizer_params(config, workdir, mesh, source)
         params = {"tokenizer": tok, "transformer": train_transformer(config, workdir, mesh, source, tok)}
-    if _is_main():
-        checkpoints.save_model(model_dir, jax.device_get(params), config.model, overwrite=True)
+    checkpoints.save_model(model_dir, params, config.model, overwrite=True)

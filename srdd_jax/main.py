@@ -3,20 +3,28 @@
 Every config field can be overridden, e.g. `--config.training.steps=100`; `--config.mode` picks
 train_tokenizer, train (trains the tokenizer first unless config.init.tokenizer is set), sample
 or convert.
+
+Known failures (errors.KnownError: a bad config value, a missing file, a damaged or incompatible
+checkpoint, a non-finite loss) end the run with their message alone, `error: ...` on stderr and
+exit status 1; `--debug` shows the full traceback instead.
 """
 
 import os
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from srdd_jax import compilation_cache, experiment
+from srdd_jax import compilation_cache, errors, experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and samples",
                                required=True)
+_DEBUG = flags.DEFINE_bool("debug", False, "on a known failure (bad config, missing file, damaged "
+                           "or incompatible checkpoint, non-finite loss), raise it with its full "
+                           "traceback instead of printing its message alone")
 
 
 def distributed_args() -> dict:
@@ -36,12 +44,29 @@ def distributed_args() -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sys.unraisablehook = _drop_event_loop_noise
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SRDD_MULTIHOST"):
         jax.distributed.initialize(**distributed_args())
     cache = compilation_cache.enable(_CONFIG.value.get("compilation_cache", ""))
     logging.info("JAX %s on %d devices (%d processes); compilation cache: %s", jax.__version__,
                  jax.device_count(), jax.process_count(), cache or "off")
-    experiment.run(_CONFIG.value, _WORKDIR.value)
+    try:
+        experiment.run(_CONFIG.value, _WORKDIR.value)
+    except errors.KnownError as error:
+        if _DEBUG.value:
+            raise
+        logging.flush()
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _drop_event_loop_noise(unraisable) -> None:
+    """sys.unraisablehook: after a failed orbax read, tensorstore's remaining callbacks reach an
+    asyncio loop that orbax has closed, and each would print a 'RuntimeError: Event loop is
+    closed' traceback; those are dropped, anything else is printed as usual."""
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+        sys.__unraisablehook__(unraisable)
 
 
 if __name__ == "__main__":

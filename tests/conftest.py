@@ -94,3 +94,26 @@ def cli_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO_ROOT), XLA_FLAGS="",
                 JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
 
+
+
+def _largest_file(directory: Path) -> Path:
+    return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def garble(directory: Path, size: int = 4096) -> Path:
+    """Overwrites `size` bytes in the middle of the largest file under `directory` (an orbax
+    checkpoint's array data) with random bytes; returns the file."""
+    path = _largest_file(directory)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + size] = np.random.default_rng(0).integers(0, 256, size, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def truncate(directory: Path) -> Path:
+    """Cuts the largest file under `directory` to half its size; returns the file."""
+    path = _largest_file(directory)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return path

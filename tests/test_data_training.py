@@ -152,7 +152,8 @@ def test_cached_tokens_give_the_image_loss_and_refuse_other_tokenizers(tmp_path)
         recorder = Recorder()
         loop.train("transformer", run, str(tmp_path / name), mesh, iterator,
                    lambda rng: models.init_params(cfg.model, rng, "transformer"), tx, step, cfg.seed,
-                   frozen=(tok_params,), frozen_shardings=(parallel.replicated(mesh),), writer=recorder)
+                   experiment.transformer_context(cfg, str(tmp_path)), frozen=(tok_params,),
+                   frozen_shardings=(parallel.replicated(mesh),), writer=recorder)
         losses[name] = [recorder.scalars[s]["loss"] for s in (1, 2)]
     assert losses["tokens"] == pytest.approx(losses["images"], abs=1e-6)
     profile = tmp_path / "tokens" / "logs" / "transformer" / "plugins" / "profile"

@@ -107,7 +107,7 @@ def _train(cfg, workdir, steps):
     writer = Recorder()
     params = loop.train("tokenizer", run, str(workdir), mesh,
                         BatchIterator(_synthetic_source(), run.batch_size, cfg.seed), boxed_init, tx,
-                        step, cfg.seed, frozen=frozen,
+                        step, cfg.seed, experiment.tokenizer_context(cfg), frozen=frozen,
                         frozen_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), frozen),
                         writer=writer)
     return params, writer.scalars, boxed_init

@@ -4,9 +4,10 @@ and builds the teacher-forcing input from the cached indices.
 
 A cache directory (`WORKDIR/tokens/<split>`) holds `tokens.npy` (N, L) int16 (int32 when the
 vocabulary exceeds 32767), memory-mapped when read, so ImageNet's 1.28M x 680 tokens (1.7 GB) need
-not fit in RAM; `labels.npy` (N,) int32; and `meta.json`: the tokenizer that made it (its config,
-patch_nums and a sha256 of its parameters), the class names and the data config. Training refuses
-a cache made by another tokenizer.
+not fit in RAM; `labels.npy` (N,) int32; and `meta.json`, written last: the tokenizer that made it
+(its config, patch_nums and a sha256 of its parameters), the class names, the data config and the
+two arrays' fingerprints (see `fingerprints`). Loading verifies the arrays against them (one read
+of the files) and training refuses a cache made by another tokenizer.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
 from absl import logging
 
-from srdd_jax import parallel
+from srdd_jax import errors, fingerprints, parallel
 from srdd_jax.data.pipeline import BatchIterator
 from srdd_jax.tokenizer.vqvae import VQVAE
 
@@ -77,35 +79,60 @@ def token_dtype(vocab_size: int):
 
 
 def write_cache(directory: str, tokens_NL: np.ndarray, labels_N: np.ndarray, meta: dict) -> None:
-    """Writes a cache; tokens are stored as int16 when the vocabulary allows."""
+    """Writes a cache (plain files: call it on one process); tokens are stored as int16 when the
+    vocabulary allows. meta.json, with the arrays' fingerprints, is written last."""
     os.makedirs(directory, exist_ok=True)
-    np.save(os.path.join(directory, TOKENS_FILE),
-            tokens_NL.astype(token_dtype(meta["tokenizer"]["vocab_size"])))
-    np.save(os.path.join(directory, LABELS_FILE), labels_N.astype(np.int32))
+    arrays = {"tokens": tokens_NL.astype(token_dtype(meta["tokenizer"]["vocab_size"])),
+              "labels": labels_N.astype(np.int32)}
+    np.save(os.path.join(directory, TOKENS_FILE), arrays["tokens"])
+    np.save(os.path.join(directory, LABELS_FILE), arrays["labels"])
     with open(os.path.join(directory, META_FILE), "w") as f:
-        json.dump(meta, f, indent=1)
+        json.dump(dict(meta, arrays=fingerprints.tree_fingerprint(arrays)), f, indent=1)
 
 
 def load_cache(directory: str) -> TokenCache:
+    """The cache in `directory`, verified against the fingerprints in its meta.json (caches
+    written before fingerprints existed load with a warning)."""
     meta_path = os.path.join(directory, META_FILE)
     if not os.path.isfile(meta_path):
-        raise FileNotFoundError(f"config.training.cached_tokens={directory!r} holds no token cache "
-                                f"({META_FILE} missing): write one with --config.mode=tokenize, "
-                                "which creates WORKDIR/tokens/<split>")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    tokens = np.load(os.path.join(directory, TOKENS_FILE), mmap_mode="r")
-    labels = np.load(os.path.join(directory, LABELS_FILE))
-    return TokenCache(tokens, labels, meta)
+        raise errors.MissingFileError(
+            f"config.training.cached_tokens={directory!r} holds no token cache ({META_FILE} "
+            "missing): write one with --config.mode=tokenize, which creates WORKDIR/tokens/<split>")
+    meta = _read(directory, META_FILE, lambda path: json.loads(pathlib.Path(path).read_text()))
+    arrays = {"tokens": _read(directory, TOKENS_FILE, lambda path: np.load(path, mmap_mode="r")),
+              "labels": _read(directory, LABELS_FILE, np.load)}
+    if "arrays" not in meta:
+        logging.warning("token cache %s has no fingerprints (written before they existed): "
+                        "loaded without verification", directory)
+    else:
+        problems = fingerprints.mismatches(meta["arrays"], fingerprints.tree_fingerprint(arrays))
+        if problems:
+            raise errors.DamagedCheckpointError(
+                f"the token cache {directory} does not match the fingerprints in its {META_FILE}: "
+                f"{fingerprints.summary(problems)}. Its files are damaged: re-run "
+                "--config.mode=tokenize to write it again")
+    return TokenCache(arrays["tokens"], arrays["labels"], meta)
+
+
+def _read(directory: str, name: str, read):
+    """read(path) of one cache file; a failure is reported as damage naming the file."""
+    path = os.path.join(directory, name)
+    try:
+        return read(path)
+    except (OSError, ValueError, EOFError) as error:
+        raise errors.DamagedCheckpointError(
+            f"the token cache {directory} does not load ({name}: {errors.first_line(error)}): "
+            "re-run --config.mode=tokenize to write it again") from error
 
 
 def check_tokenizer(cache: TokenCache, model_cfg, tok_params, directory: str) -> None:
-    """Raises ValueError unless the cache was made by this tokenizer (config, patch_nums, params)."""
+    """Raises errors.IncompatibleCheckpointError (a ValueError) unless the cache was made by this
+    tokenizer (config, patch_nums, params)."""
     want = tokenizer_fingerprint(model_cfg, tok_params)
     for key, what in (("patch_nums", "patch_nums"), ("tokenizer", "tokenizer config"),
                       ("params_sha256", "tokenizer parameters")):
         if cache.meta[key] != want[key]:
-            raise ValueError(
+            raise errors.IncompatibleCheckpointError(
                 f"config.training.cached_tokens={directory!r} was made by a tokenizer with other "
                 f"{what} ({cache.meta[key]} vs this run's {want[key]}): re-run "
                 "--config.mode=tokenize with this run's tokenizer, or point "

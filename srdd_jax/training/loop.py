@@ -1,15 +1,19 @@
 """The training loop shared by the tokenizer and the transformer.
 
-Builds the mesh, the sharded train state (created directly sharded, or restored from the latest
-checkpoint in the run's directory together with the data iterator's position), compiles the step
-ahead of time and logs its memory analysis, then steps, logs (clu writers: TensorBoard + console),
-checkpoints, and stops with a clear message on a non-finite loss without saving that state.
+Builds the mesh, the sharded train state (created directly sharded, or restored from the newest
+checkpoint of the run that verifies, together with the data iterator's position: see
+`run_checkpoints`), compiles the step ahead of time and logs its memory analysis, then steps, logs
+(clu writers: TensorBoard + console) and checkpoints. A non-finite loss, or non-finite parameters
+about to be saved, stop the run with a message that names the checkpoint a rerun would resume
+from, whether it verifies, and advice that depends on what is known (`diagnosis`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -18,12 +22,29 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from srdd_jax import checkpoints, parallel
-from srdd_jax.training import steps
+from srdd_jax import errors, fingerprints, parallel
+from srdd_jax.training import diagnosis, run_checkpoints, steps
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.KnownError, FloatingPointError):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What the loop knows about a run besides its steps.
+
+    config_section: where the run's settings live in the experiment config ('training', ...).
+    model_config: the config that decides the run's state, as {'model': {...}}; recorded with
+      every checkpoint, and a run directory made by another one is refused.
+    restart_hint: appended to that refusal: another way out (', or ...').
+    check_batch: a host batch -> the ways it disagrees with the model (see diagnosis).
+    """
+
+    config_section: str
+    model_config: dict
+    restart_hint: str = ""
+    check_batch: Callable[[dict], list[str]] = diagnosis.batch_problems
 
 
 def global_batch(local: dict, mesh) -> dict:
@@ -45,8 +66,8 @@ def flat_metrics(metrics: dict) -> dict:
 
 
 def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, iterator,
-          boxed_init, tx, step_fn, seed: int, frozen=(), frozen_shardings=(), writer=None,
-          on_checkpoint=None):
+          boxed_init, tx, step_fn, seed: int, context: RunContext, frozen=(), frozen_shardings=(),
+          writer=None, on_checkpoint=None):
     """Runs `step_fn(state, *frozen, batch, rng) -> (state, metrics)` for run_cfg.steps steps.
 
     Args:
@@ -56,7 +77,9 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
       iterator: a BatchIterator or any iterator with its interface (batch_spec, get/set_state).
       boxed_init: rng -> boxed params (logical partitioning metadata gives the shardings).
       frozen: extra arguments passed unchanged to every step (e.g. frozen tokenizer params).
-      on_checkpoint: optional callback(step, params) after each saved checkpoint (sample grids).
+      context: the run's config section, model config and batch check (see RunContext).
+      on_checkpoint: optional callback(step, params) after each saved checkpoint (sample grids);
+        every process calls it.
     Returns:
       The final params.
     """
@@ -66,68 +89,116 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
     state_shardings = parallel.param_shardings(abstract_boxed, mesh)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             nn.unbox(abstract_boxed), state_shardings)
-    manager = checkpoints.train_manager(os.path.join(workdir, name), run_cfg.keep_checkpoints,
-                                        run_cfg.checkpoint_every)
-    restored = checkpoints.restore_train(manager, abstract)
-    if restored is None:
-        state = jax.jit(steps.unboxed_init(boxed_init, tx), out_shardings=state_shardings)(init_rng)
-        start = 0
-    else:
-        start, state, data_state = restored
-        iterator.set_state(data_state)
-        logging.info("%s: resumed from step %d (data position %s)", name, start, data_state)
-    jax.block_until_ready(state)
-    init_seconds = time.perf_counter() - started
-    spec = iterator.batch_spec()
-    abstract_batch = {key: jax.ShapeDtypeStruct(shape, dtype) for key, (shape, dtype) in spec.items()}
-    shard_batch = {key: parallel.batch_sharding(mesh, len(shape)) for key, (shape, _) in spec.items()}
+    with run_checkpoints.make_manager(os.path.join(workdir, name), run_cfg.keep_checkpoints,
+                                      run_cfg.checkpoint_every) as manager:
+        restored = run_checkpoints.restore(manager, abstract, context.model_config,
+                                           context.restart_hint)
+        if restored is None:
+            state = jax.jit(steps.unboxed_init(boxed_init, tx),
+                            out_shardings=state_shardings)(init_rng)
+            start = 0
+        else:
+            start, state = restored.step, restored.state
+            iterator.set_state(restored.data_state)
+            logging.info("%s: resumed from step %d (data position %s)", name, start,
+                         restored.data_state)
+        if start >= run_cfg.steps:
+            logging.info("%s: already trained for %d steps", name, run_cfg.steps)
+            return state.params
+        jax.block_until_ready(state)
+        init_seconds = time.perf_counter() - started
+        frozen = jax.device_put(tuple(frozen), tuple(frozen_shardings))
+        compiling = time.perf_counter()
+        compiled = _compile(name, step_fn, mesh, iterator.batch_spec(), abstract, state_shardings,
+                            frozen, frozen_shardings, step_rng)
+        compile_seconds = time.perf_counter() - compiling
+        writer = writer or metric_writers.create_default_writer(
+            os.path.join(workdir, "logs", name), just_logging=jax.process_index() > 0)
+        actions = [periodic_actions.ReportProgress(num_train_steps=run_cfg.steps, writer=writer,
+                                                   every_steps=run_cfg.log_every)]
+        if run_cfg.profile_steps and start + 1 + run_cfg.profile_steps <= run_cfg.steps:
+            # One trace of profile_steps steps, from the first step after compilation.
+            actions.append(periodic_actions.Profile(
+                logdir=os.path.join(workdir, "logs", name), num_profile_steps=run_cfg.profile_steps,
+                profile_duration_ms=None, first_profile=start + 1, every_secs=None))
+        last_finite = None  # the last step whose loss was logged finite
+
+        def stop(what: str, done: int, local_batch: dict) -> NonFiniteLossError:
+            return _non_finite_error(name, what, done, manager, abstract, context, run_cfg,
+                                     local_batch, last_finite, start)
+
+        for step in range(start, run_cfg.steps):
+            local_batch = next(iterator)
+            state, metrics = compiled(state, *frozen, global_batch(local_batch, mesh), step_rng)
+            done = step + 1
+            if step == start:
+                jax.block_until_ready(metrics)
+                logging.info("%s: first step done %.1f s after start (%s %.1f s, compile %.1f s)",
+                             name, time.perf_counter() - started,
+                             "init" if restored is None else "restore", init_seconds,
+                             compile_seconds)
+            for action in actions:
+                action(done)
+            saving = done % run_cfg.checkpoint_every == 0 or done == run_cfg.steps
+            if done % run_cfg.log_every == 0 or saving:
+                values = flat_metrics(jax.device_get(metrics))
+                if not np.isfinite(values["loss"]):
+                    raise stop(f"loss is {values['loss']}", done, local_batch)
+                last_finite = done
+                writer.write_scalars(done, values)
+            if saving:
+                fingerprint = fingerprints.tree_fingerprint(state)
+                bad = fingerprints.nonfinite_arrays(fingerprint)
+                if bad:
+                    raise stop(f"the parameters became non-finite ({fingerprints.summary(bad)})",
+                               done, local_batch)
+                run_checkpoints.save(manager, done, state, iterator.get_state(),
+                                     context.model_config, fingerprint)
+                if on_checkpoint is not None:
+                    on_checkpoint(done, state.params)
+        manager.wait_until_finished()
+    writer.flush()
+    return state.params
+
+
+def _compile(name, step_fn, mesh, batch_spec, abstract, state_shardings, frozen, frozen_shardings,
+             step_rng):
+    """The step compiled ahead of time for the state, frozen arguments and batch shardings; logs
+    its memory analysis."""
+    abstract_batch = {key: jax.ShapeDtypeStruct(shape, dtype)
+                      for key, (shape, dtype) in batch_spec.items()}
+    shard_batch = {key: parallel.batch_sharding(mesh, len(shape))
+                   for key, (shape, _) in batch_spec.items()}
     replicated = parallel.replicated(mesh)
-    frozen = jax.device_put(tuple(frozen), tuple(frozen_shardings))
     jitted = jax.jit(step_fn, in_shardings=(state_shardings, *frozen_shardings, shard_batch,
                                             replicated),
                      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-    compiling = time.perf_counter()
     compiled = jitted.lower(abstract, *frozen, abstract_batch, step_rng).compile()
-    compile_seconds = time.perf_counter() - compiling
     memory = compiled.memory_analysis()
     if memory is not None:
         logging.info("%s step memory: arguments %.1f MiB, temporaries %.1f MiB, outputs %.1f MiB",
                      name, memory.argument_size_in_bytes / 2**20, memory.temp_size_in_bytes / 2**20,
                      memory.output_size_in_bytes / 2**20)
-    writer = writer or metric_writers.create_default_writer(
-        os.path.join(workdir, "logs", name), just_logging=jax.process_index() > 0)
-    actions = [periodic_actions.ReportProgress(num_train_steps=run_cfg.steps, writer=writer,
-                                               every_steps=run_cfg.log_every)]
-    if run_cfg.profile_steps and start + 1 + run_cfg.profile_steps <= run_cfg.steps:
-        # One trace of profile_steps steps, from the first step after compilation.
-        actions.append(periodic_actions.Profile(
-            logdir=os.path.join(workdir, "logs", name), num_profile_steps=run_cfg.profile_steps,
-            profile_duration_ms=None, first_profile=start + 1, every_secs=None))
-    for step in range(start, run_cfg.steps):
-        batch = global_batch(next(iterator), mesh)
-        state, metrics = compiled(state, *frozen, batch, step_rng)
-        done = step + 1
-        if step == start:
-            jax.block_until_ready(metrics)
-            logging.info("%s: first step done %.1f s after start (%s %.1f s, compile %.1f s)",
-                         name, time.perf_counter() - started,
-                         "init" if restored is None else "restore", init_seconds, compile_seconds)
-        for action in actions:
-            action(done)
-        saving = done % run_cfg.checkpoint_every == 0 or done == run_cfg.steps
-        if done % run_cfg.log_every == 0 or saving:
-            values = flat_metrics(jax.device_get(metrics))
-            if not np.isfinite(values["loss"]):
-                manager.wait_until_finished()
-                raise NonFiniteLossError(
-                    f"{name}: loss is {values['loss']} at step {done}; stopping. The last good "
-                    f"checkpoint (step {manager.latest_step()}) is kept in {manager.directory}. "
-                    "Lower the learning rate or enable gradient clipping.")
-            writer.write_scalars(done, values)
-        if saving:
-            checkpoints.save_train(manager, done, state, iterator.get_state(), force=True)
-            if on_checkpoint is not None:
-                on_checkpoint(done, state.params)
+    return compiled
+
+
+def _non_finite_error(name, what, done, manager, abstract, context, run_cfg, local_batch,
+                      last_finite, start) -> NonFiniteLossError:
+    """The error for a non-finite loss or state at step `done`: which checkpoint a rerun resumes
+    from, whether it verifies (it is read back and checked), and advice from diagnosis."""
     manager.wait_until_finished()
-    writer.flush()
-    return state.params
+    latest = manager.latest_step()
+    if latest is None:
+        resume = "There is no checkpoint yet: a rerun starts from step 0."
+    else:
+        try:
+            run_checkpoints.load_verified(manager, latest, abstract)
+            status = "it verifies (read back, its arrays match the checksums recorded at save)"
+        except errors.DamagedCheckpointError as error:
+            status = (f"it does NOT verify ({error}); a rerun moves it aside and falls back to "
+                      "an older one")
+        resume = f"A rerun resumes from checkpoint {latest} in {manager.directory}: {status}."
+    advice = diagnosis.advice(context.config_section, run_cfg.optim,
+                              context.check_batch(local_batch), last_finite, start)
+    return NonFiniteLossError(f"{name}: {what} at step {done}; stopped without saving this "
+                              f"state. {resume} {advice}")

@@ -1,0 +1,86 @@
+"""Two JAX processes on this machine (the multi-host path: jax.distributed with gloo collectives,
+2 CPU devices each) train configs/demo.py:tiny's transformer, write a complete model, and resume
+from a checkpoint after the newest one was damaged.
+
+The tokenizer comes from the tiny demo's model (config.init.tokenizer, as when fine-tuning from a
+converted VAR model), which keeps the test near a minute: the two-process tokenizer run takes the
+same collective code paths (train checkpoints) as the transformer's.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO_ROOT, cli_env, garble
+
+from srdd_jax import checkpoints
+
+# jax.distributed's shutdown barrier waits up to 5 minutes for the other process; before the fix
+# process 1 finished, then waited there while process 0 hung in a save only it had entered.
+SHUTDOWN_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 420
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(workdir, *flags_) -> list[tuple[int, str, float]]:
+    """Runs main in two processes; returns (exit status, log, exit time) of each."""
+    port = _free_port()
+    runs = []
+    for process_id in range(2):
+        env = dict(cli_env(), JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                   SRDD_NUM_PROCESSES="2", SRDD_PROCESS_ID=str(process_id),
+                   JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2")
+        log = open(f"{workdir}.process{process_id}.log", "w+")  # noqa: SIM115 (closed below)
+        command = [sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
+                   f"--workdir={workdir}", *flags_]
+        runs.append((subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT), log))
+    deadline, exits = time.monotonic() + RUN_TIMEOUT_S, {}
+    while len(exits) < 2 and time.monotonic() < deadline:
+        for index, (process, _) in enumerate(runs):
+            if index not in exits and process.poll() is not None:
+                exits[index] = time.monotonic()
+        time.sleep(0.5)
+    results = []
+    for index, (process, log) in enumerate(runs):
+        if index not in exits:
+            process.kill()
+        status = process.wait()
+        log.seek(0)
+        results.append((status, log.read(), exits.get(index, float("inf"))))
+        log.close()
+    return results
+
+
+@pytest.mark.slow
+def test_two_processes_save_the_model_and_resume(tiny_demo_workdir, tmp_path):
+    workdir = tmp_path / "demo"
+    flags_ = [f"--config.init.tokenizer={tiny_demo_workdir / 'model'}"]
+    first = _two_processes(workdir, *flags_)
+    for status, log, _ in first:
+        assert status == 0, log[-5000:]
+        assert "(2 processes)" in log
+    assert abs(first[0][2] - first[1][2]) < SHUTDOWN_TIMEOUT_S / 5  # nobody waited at shutdown
+    params, cfg = checkpoints.load_model(str(workdir / "model"))  # verified against its record
+    assert set(params) == {"tokenizer", "transformer"} and cfg.transformer.depth == 2
+    assert sorted(p.name for p in (workdir / "transformer").iterdir()) == ["2", "4"]
+
+    # The same command again, after damaging the newest checkpoint: both processes agree that it
+    # fails, process 0 moves it aside, and the run continues from step 2 to the end (the same
+    # compiled programs: this run hits the compilation cache).
+    garble(workdir / "transformer" / "4" / "state")
+    second = _two_processes(workdir, *flags_)
+    for status, log, _ in second:
+        assert status == 0, log[-5000:]
+        assert "moved it to" in log and "transformer: resumed from step 2" in log
+    assert (workdir / "damaged" / "transformer" / "4").is_dir()
+    assert sorted(p.name for p in (workdir / "transformer").iterdir()) == ["2", "4"]
+    checkpoints.load_model(str(workdir / "model"))
