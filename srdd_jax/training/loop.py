@@ -4,6 +4,8 @@ Builds the mesh, the sharded train state (created directly sharded, or restored 
 checkpoint in the run's directory together with the data iterator's position), compiles the step
 ahead of time and logs its memory analysis, then steps, logs (clu writers: TensorBoard + console),
 checkpoints, and stops with a clear message on a non-finite loss without saving that state.
+Every log step prints one progress line (steps/s, ETA and the scalar metrics); all metrics,
+per-scale ones included, go to TensorBoard and clu's logging writer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from srdd_jax import checkpoints, parallel
+from srdd_jax.progress import Progress
 from srdd_jax.training import steps
 
 
@@ -41,6 +44,16 @@ def flat_metrics(metrics: dict) -> dict:
         else:
             flat.update({f"{name}/s{i}": float(v) for i, v in enumerate(value)})
     return flat
+
+
+def _summary(values: dict) -> str:
+    """`loss 3.21, accuracy 0.123, ...`: the scalar metrics, without the per-scale ones."""
+    return ", ".join(f"{name} {value:.4g}" for name, value in sorted(values.items(), key=_loss_first)
+                     if "/" not in name)
+
+
+def _loss_first(item):
+    return item[0] != "loss", item[0]
 
 
 def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, iterator,
@@ -97,6 +110,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
         actions.append(periodic_actions.Profile(
             logdir=os.path.join(workdir, "logs", name), num_profile_steps=run_cfg.profile_steps,
             profile_duration_ms=None, first_profile=start + 1, every_secs=None))
+    progress = Progress(name, run_cfg.steps, "steps", start=start, step_prefix=True)
     for step in range(start, run_cfg.steps):
         batch = global_batch(next(iterator), mesh)
         state, metrics = compiled(state, *frozen, batch, step_rng)
@@ -113,8 +127,10 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                     f"checkpoint (step {manager.latest_step()}) is kept in {manager.directory}. "
                     "Lower the learning rate or enable gradient clipping.")
             writer.write_scalars(done, values)
+            progress.update(done, _summary(values), force=True)
         if saving:
             checkpoints.save_train(manager, done, state, iterator.get_state(), force=True)
+            logging.info("%s: checkpoint of step %d in %s", name, done, manager.directory)
             if on_checkpoint is not None:
                 on_checkpoint(done, state.params)
     manager.wait_until_finished()
