@@ -12,6 +12,7 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 from srdd_jax import models
@@ -37,6 +38,7 @@ def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(directory / PARAMS_DIR, params, force=overwrite)
     (directory / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
+    logging.info("wrote the model (params/, %s) to %s", CONFIG_FILE, directory)
 
 
 def load_model(directory: str, shardings=None):
@@ -49,6 +51,7 @@ def load_model(directory: str, shardings=None):
     raw = json.loads(config_path.read_text())
     raw["patch_nums"] = tuple(raw["patch_nums"])
     raw["tokenizer_patch_nums"] = tuple(raw.get("tokenizer_patch_nums", ()))
+    raw["class_names"] = tuple(raw.get("class_names", ()))  # absent in models saved before it
     raw["tokenizer"]["ch_mult"] = tuple(raw["tokenizer"]["ch_mult"])
     cfg = ml_collections.ConfigDict(raw)
     models.validate(cfg)

@@ -1,7 +1,8 @@
 """Image sources held in memory as uint8 arrays: Fashion-MNIST (the embedded default) and folders.
 
 Each loader returns `Source(images_NHWC uint8, labels_N int32, class_names, skipped)`. Images are
-already at the model's resolution and channel count.
+already at the model's resolution and channel count. `DataFacts` (channels and class names) can be
+read before loading, so a model that disagrees with the data is refused at start-up.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                          "sneaker", "bag", "ankle boot")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of single-channel images
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFacts:
+    """What a model must agree with: channels (1 grey, 3 RGB; None when unknown), the class names
+    (one per label, in label order), and where the data is, for messages."""
+
+    channels: int | None
+    class_names: tuple[str, ...]
+    where: str
+
+
+FASHION_MNIST_FACTS = DataFacts(1, FASHION_MNIST_CLASSES, "Fashion-MNIST")
 
 
 @dataclasses.dataclass
@@ -92,10 +107,23 @@ def fashion_mnist(split: str, image_size: int, channels: int, root: str = FASHIO
     return Source(images, labels, FASHION_MNIST_CLASSES)
 
 
+def _is_grey(img: Image.Image) -> bool:
+    """From the header: a grey mode, or a palette of grey entries only."""
+    if img.mode == "P":
+        palette = np.asarray(img.getpalette() or [0, 0, 0]).reshape(-1, 3)
+        return bool((palette == palette[:, :1]).all())
+    return img.mode in GREY_MODES
+
+
 def read_image(path, image_size: int, channels: int) -> np.ndarray:
     """A file path or object -> (size, size, channels) uint8 by VAR's evaluation transform:
-    shorter side to round(1.125 * size) (Lanczos), centre crop."""
+    shorter side to round(1.125 * size) (Lanczos), centre crop. Transparent pixels are laid on
+    white; grey images become RGB by repeating their channel when `channels` is 3."""
     with Image.open(path) as img:
+        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            img = Image.new("RGBA", rgba.size, "white")
+            img.alpha_composite(rgba)
         img = img.convert("RGB" if channels == 3 else "L")
         w, h = img.size
         scale = round(1.125 * image_size) / min(w, h)
@@ -107,21 +135,69 @@ def read_image(path, image_size: int, channels: int) -> np.ndarray:
     return pixels.reshape(image_size, image_size, channels)
 
 
+def folder_classes(root: str) -> list[tuple[str, list[str]]]:
+    """[(class name, image paths)] of `root/<class>/*` in sorted order (hidden folders skipped);
+    a root without sub-folders is one class named after it. Files are taken by extension.
+
+    Raises FileNotFoundError for a missing root and ValueError for a class folder without images
+    directly inside it (nested folders are not read).
+    """
+    if not root:
+        raise FileNotFoundError("config.data.root is empty: point it at your images, "
+                                "--config.data.root=DIR (DIR/<class>/*.png|jpg, or a flat folder "
+                                "of one class)")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root} does not exist (data.root)")
+
+    def images_in(folder):
+        return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
+
+    class_dirs = sorted(d for d in os.listdir(root)
+                        if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if not class_dirs:
+        return [(os.path.basename(os.path.normpath(root)), images_in(root))]
+    loose = images_in(root)
+    if loose:
+        logging.warning("%d images directly in %s are not read: it has class folders (%s, ...), and "
+                        "only their images are", len(loose), root, class_dirs[0])
+    groups = [(name, images_in(os.path.join(root, name))) for name in class_dirs]
+    empty = [name for name, files in groups if not files]
+    if empty:
+        raise ValueError(f"class folders without images under {root}: {', '.join(empty)}. Each "
+                         "class is root/<class>/ with the images directly inside (nested folders "
+                         "are not read): flatten them, or move those folders out")
+    return groups
+
+
+def image_folder_facts(root: str) -> DataFacts:
+    """Channels and classes of `root` from the image headers: 3 if any image is in colour, else 1.
+    Unreadable files are left to the loader, which skips and counts them."""
+    groups = folder_classes(root)
+    grey = colour = 0
+    for _, files in groups:
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    grey, colour = (grey + 1, colour) if _is_grey(img) else (grey, colour + 1)
+            except (UnidentifiedImageError, OSError, ValueError):
+                continue
+    if grey and colour:
+        logging.info("%s: %d greyscale images among %d colour ones; they are read as RGB", root,
+                     grey, colour)
+    return DataFacts(3 if colour or not grey else 1, tuple(name for name, _ in groups),
+                     f"the images under {root}")
+
+
 def image_folder(root: str, image_size: int, channels: int) -> Source:
     """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class).
 
     Unreadable or corrupt files are skipped, counted and logged, never fatal.
     """
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"image folder {root} does not exist (data.root)")
-    class_dirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    groups = [(name, os.path.join(root, name)) for name in class_dirs] or [("all", root)]
+    groups = folder_classes(root)
     images, labels, skipped = [], [], []
-    for label, (_, folder) in enumerate(groups):
-        for file in sorted(os.listdir(folder)):
-            path = os.path.join(folder, file)
-            if not file.lower().endswith(IMAGE_EXTENSIONS):
-                continue
+    for label, (_, files) in enumerate(groups):
+        for path in files:
             try:
                 images.append(read_image(path, image_size, channels))
                 labels.append(label)
