@@ -16,18 +16,26 @@ from srdd_jax import experiment_config, models, scales
 SIZES = ("32", "64", "128", "256")
 
 
-def _model(image_size: int, downsampling_levels: int, ch: int, vocab_size: int, depth: int,
-           embed_dim: int, num_heads: int) -> ml_collections.ConfigDict:
-    """A tokenizer that downsamples 2**downsampling_levels times and a transformer over the
-    scales.pyramid of its latent; channels and classes are placeholders the data replaces."""
+def _model(image_size: int, halvings: int, ch: int, vocab_size: int, depth: int, embed_dim: int,
+           num_heads: int) -> ml_collections.ConfigDict:
+    """A tokenizer that halves the image `halvings` times and a transformer over the scales.pyramid
+    of its latent side; channels and classes are placeholders that the data replaces."""
     return models.model_config(
-        scales.pyramid(image_size // 2 ** downsampling_levels),
-        models.tokenizer_config(ch=ch, ch_mult=(1,) * downsampling_levels + (2,), num_res_blocks=1,
+        scales.pyramid(image_size // 2 ** halvings),
+        models.tokenizer_config(ch=ch, ch_mult=(1,) * halvings + (2,), num_res_blocks=1,
                                 z_channels=16, vocab_size=vocab_size, in_channels=3,
                                 using_sa=False, using_mid_sa=False),
         models.transformer_config(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
                                   num_classes=1, drop_path_rate=0.0, mask="markov"),
     )
+
+
+def _runs(cfg, tokenizer_steps: int, steps: int, batch_size: int, base_lr: float) -> None:
+    cfg.tokenizer_training.update(dict(steps=tokenizer_steps, batch_size=batch_size,
+                                       checkpoint_every=max(tokenizer_steps // 2, 1)))
+    cfg.tokenizer_training.optim.update(dict(base_lr=2 * base_lr, warmup_steps=30))
+    cfg.training.update(dict(steps=steps, batch_size=batch_size, checkpoint_every=max(steps // 2, 1)))
+    cfg.training.optim.update(dict(base_lr=base_lr, warmup_steps=30))
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -39,18 +47,27 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             run.optim.warmup_steps = 1
         cfg.sample.per_class, cfg.sample.batch_size = 2, 8
         experiment_config.tiny_evaluation(cfg)
-        cfg.data.image_size = 16
-    elif variant == "32":
-        cfg = experiment_config.base_config(_model(32, 2, ch=32, vocab_size=256, depth=4,
-                                                   embed_dim=128, num_heads=4))
-        cfg.tokenizer_training.update(dict(steps=400, batch_size=32, checkpoint_every=400))
-        cfg.tokenizer_training.optim.update(dict(base_lr=8e-3, warmup_steps=30))
-        cfg.training.update(dict(steps=600, batch_size=32, checkpoint_every=300))
-        cfg.training.optim.update(dict(base_lr=4e-3, warmup_steps=30))
-        cfg.data.image_size = 32
+    elif variant == "32":  # 8x8 latent, 155 tokens
+        cfg = experiment_config.base_config(_model(32, 2, ch=32, vocab_size=256, depth=4, embed_dim=128,
+                                                   num_heads=4))
+        _runs(cfg, tokenizer_steps=400, steps=600, batch_size=32, base_lr=4e-3)
+    elif variant == "64":  # 8x8 latent, 155 tokens
+        cfg = experiment_config.base_config(_model(64, 3, ch=64, vocab_size=512, depth=8, embed_dim=384,
+                                                   num_heads=6))
+        _runs(cfg, tokenizer_steps=3000, steps=10_000, batch_size=64, base_lr=1e-3)
+    elif variant == "128":  # 16x16 latent, 680 tokens (VAR's pyramid)
+        cfg = experiment_config.base_config(_model(128, 3, ch=64, vocab_size=1024, depth=12,
+                                                   embed_dim=768, num_heads=12))
+        _runs(cfg, tokenizer_steps=10_000, steps=30_000, batch_size=128, base_lr=4e-4)
+    elif variant == "256":  # VAR's tokenizer and d16: start from VAR with init.tokenizer/transformer
+        cfg = experiment_config.base_config(models.model_config(
+            transformer=models.transformer_config(16, num_classes=1, mask="markov")))
+        _runs(cfg, tokenizer_steps=50_000, steps=100_000, batch_size=256, base_lr=1e-4)
+        cfg.training.optim.warmup_steps = 2000
     else:
         raise ValueError(f"unknown variant {variant!r}: choose {', '.join(SIZES)} or tiny")
     cfg.model_from_data = True
-    cfg.data.update(dict(source="image_folder", root=""))
+    image_size = 16 if variant == "tiny" else int(variant)
+    cfg.data.update(dict(source="image_folder", root="", image_size=image_size))
     cfg.sample.settings.update(dict(cfg=3.0, top_p=0.9))
     return cfg

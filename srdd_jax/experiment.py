@@ -152,8 +152,9 @@ def train_tokenizer(config, workdir: str, mesh, source) -> dict:
         images = source.head(16)
         recon = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x, method=VQVAE.__call__))(
             params, images)
-        outputs.save_grid(os.path.join(workdir, "samples", "tokenizer_reconstructions.png"),
-                          outputs.to_uint8(np.concatenate([images, np.asarray(recon)])), columns=16)
+        path = os.path.join(workdir, "samples", "tokenizer_reconstructions.png")
+        outputs.save_grid(path, outputs.to_uint8(np.concatenate([images, np.asarray(recon)])), columns=16)
+        logging.info("wrote 16 images (top) and their reconstructions (bottom) to %s", path)
     return params
 
 

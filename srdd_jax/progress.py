@@ -3,8 +3,8 @@
     transformer: step 250/500 (50%), 1.49 steps/s, ETA 2m48s | loss 3.21, accuracy 0.123
     sampling: 40/100 images (40%), 12.3 images/s, ETA 5s
 
-The rate is measured since the previous line (the first line: since the loop began), so a
-first batch that includes compilation only skews the first estimate.
+The rate is the average since the loop began (or resumed), so it settles as the loop goes: a
+first batch that includes compilation skews the first lines only.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ class Progress:
                  step_prefix: bool = False):
         self.name, self.total, self.unit, self.every_s = name, total, unit, every_s
         self.step_prefix = step_prefix
-        self._last_time, self._last_done = time.monotonic(), start
+        self._began, self._start = time.monotonic(), start
+        self._last_time = self._began
 
     def update(self, done: int, details: str = "", force: bool = False) -> None:
         now = time.monotonic()
         if not force and done < self.total and now - self._last_time < self.every_s:
             return
-        elapsed, advanced = now - self._last_time, done - self._last_done
+        elapsed, advanced = now - self._began, done - self._start
         rate = advanced / elapsed if elapsed > 0 and advanced > 0 else math.nan
         counted = f"step {done}/{self.total}" if self.step_prefix else f"{done}/{self.total} {self.unit}"
         line = f"{self.name}: {counted} ({100 * done / max(self.total, 1):.0f}%)"
@@ -54,4 +55,4 @@ class Progress:
         if details:
             line += f" | {details}"
         logging.info("%s", line)
-        self._last_time, self._last_done = now, done
+        self._last_time = now

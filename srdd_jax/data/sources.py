@@ -7,19 +7,26 @@ read before loading, so a model that disagrees with the data is refused at start
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import gzip
 import os
+import warnings
 
 import numpy as np
 from absl import logging
 from PIL import Image, UnidentifiedImageError
+
+from srdd_jax.progress import Progress
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                          "sneaker", "bag", "ankle boot")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of single-channel images
+# What PIL raises for a file it cannot read: not an image, truncated or corrupt, or more pixels
+# than PIL.Image.MAX_IMAGE_PIXELS allows (its decompression-bomb guard).
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,20 +125,31 @@ def _is_grey(img: Image.Image) -> bool:
 def read_image(path, image_size: int, channels: int) -> np.ndarray:
     """A file path or object -> (size, size, channels) uint8 by VAR's evaluation transform:
     shorter side to round(1.125 * size) (Lanczos), centre crop. Transparent pixels are laid on
-    white; grey images become RGB by repeating their channel when `channels` is 3."""
+    white; grey images become RGB by repeating their channel when `channels` is 3. Large images are
+    read without PIL's decompression-bomb warning (one's own files are read on purpose); those
+    beyond its hard limit raise Image.DecompressionBombError (see UNREADABLE)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _read_image(path, image_size, channels)
+
+
+def _read_image(path, image_size: int, channels: int) -> np.ndarray:
+    mode = "RGB" if channels == 3 else "L"
     with Image.open(path) as img:
-        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-            rgba = img.convert("RGBA")
-            img = Image.new("RGBA", rgba.size, "white")
-            img.alpha_composite(rgba)
-        img = img.convert("RGB" if channels == 3 else "L")
+        transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+        img = img.convert("RGBA" if transparent else mode)
         w, h = img.size
         scale = round(1.125 * image_size) / min(w, h)
         img = img.resize((max(round(w * scale), image_size), max(round(h * scale), image_size)),
-                         Image.LANCZOS)
+                         Image.LANCZOS)  # (RGBA is resampled with premultiplied alpha)
         w, h = img.size
         left, top = (w - image_size) // 2, (h - image_size) // 2
-        pixels = np.asarray(img.crop((left, top, left + image_size, top + image_size)), np.uint8)
+        img = img.crop((left, top, left + image_size, top + image_size))
+        if transparent:
+            white = Image.new("RGBA", img.size, "white")
+            white.alpha_composite(img)
+            img = white
+        pixels = np.asarray(img.convert(mode), np.uint8)
     return pixels.reshape(image_size, image_size, channels)
 
 
@@ -178,9 +196,11 @@ def image_folder_facts(root: str) -> DataFacts:
     for _, files in groups:
         for path in files:
             try:
-                with Image.open(path) as img:
-                    grey, colour = (grey + 1, colour) if _is_grey(img) else (grey, colour + 1)
-            except (UnidentifiedImageError, OSError, ValueError):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        grey, colour = (grey + 1, colour) if _is_grey(img) else (grey, colour + 1)
+            except UNREADABLE:
                 continue
     if grey and colour:
         logging.info("%s: %d greyscale images among %d colour ones; they are read as RGB", root,
@@ -190,20 +210,31 @@ def image_folder_facts(root: str) -> DataFacts:
 
 
 def image_folder(root: str, image_size: int, channels: int) -> Source:
-    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class).
+    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class),
+    read by one thread per CPU core, with a progress line.
 
     Unreadable or corrupt files are skipped, counted and logged, never fatal.
     """
     groups = folder_classes(root)
+    files = [(label, path) for label, (_, paths) in enumerate(groups) for path in paths]
+
+    def read(path):
+        try:
+            return read_image(path, image_size, channels)
+        except UNREADABLE as err:
+            return err
+
     images, labels, skipped = [], [], []
-    for label, (_, files) in enumerate(groups):
-        for path in files:
-            try:
-                images.append(read_image(path, image_size, channels))
-                labels.append(label)
-            except (UnidentifiedImageError, OSError, ValueError) as err:
+    progress = Progress(f"reading {root}", len(files), "images")
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL decodes without the GIL
+        for done, ((label, path), image) in enumerate(zip(files, pool.map(read, (p for _, p in files)))):
+            if isinstance(image, Exception):
                 skipped.append(path)
-                logging.warning("skipping unreadable image %s: %s", path, err)
+                logging.warning("skipping unreadable image %s: %s", path, image)
+            else:
+                images.append(image)
+                labels.append(label)
+            progress.update(done + 1)
     if not images:
         raise ValueError(f"no readable images under {root} ({len(skipped)} unreadable)")
     if skipped:

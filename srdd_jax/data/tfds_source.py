@@ -108,7 +108,7 @@ def _decode(encoded: bytes, image_size: int, channels: int) -> tuple[np.ndarray,
     """Encoded image -> ((size, size, channels) uint8, readable?); zeros when unreadable."""
     try:
         return sources.read_image(io.BytesIO(encoded), image_size, channels), True
-    except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for corrupt files
+    except sources.UNREADABLE as err:
         logging.warning("skipping an unreadable image: %s", err)
         return np.zeros((image_size, image_size, channels), np.uint8), False
 
