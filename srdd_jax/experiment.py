@@ -308,8 +308,7 @@ def sample_grid(config, params: dict, path: str, mesh=None) -> np.ndarray:
                              SamplerSettings.from_config(config.sample.settings), config.sample.seed,
                              config.sample.batch_size, mesh)
     grid.save(path)
-    logging.info("wrote %d samples (columns: %s) to %s", len(grid.labels), ", ".join(grid.column_names),
-                 path)
+    logging.info("wrote %d samples of %s to %s", len(grid.labels), sources.listed(grid.column_names), path)
     return grid.images
 
 
@@ -442,8 +441,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
             checkpoints.save_model(model_dir, jax.device_get(params), config.model, overwrite=True)
         return
     source = load_data(config)
-    logging.info("data: %d images, %d classes (%s), %d unreadable skipped", source.num_examples,
-                 len(source.class_names), ", ".join(source.class_names), len(source.skipped))
+    logging.info("data: %d images, %s, %d unreadable skipped", source.num_examples,
+                 sources.listed(source.class_names), len(source.skipped))
     if config.mode == "tokenize":
         tokenize(config, workdir, mesh, source, tokenizer_params(config, workdir, mesh, source))
         return

@@ -14,7 +14,7 @@ import ml_collections
 from absl import logging
 
 from srdd_jax import models, scales
-from srdd_jax.data.sources import DataFacts
+from srdd_jax.data.sources import DataFacts, listed
 
 TRAINING_FIX = "Use configs/image_folder.py, which reads them from the data, or set {settings}"
 
@@ -36,9 +36,8 @@ def mismatches(model_cfg: ml_collections.ConfigDict, facts: DataFacts,
                       f"{facts.where} are {kind} ({facts.channels} channels)"))
     num_classes = model_cfg.transformer.num_classes
     if num_classes != len(facts.class_names):
-        listed = ", ".join(facts.class_names[:8]) + (", ..." if len(facts.class_names) > 8 else "")
         found.append(("model.transformer.num_classes", num_classes, len(facts.class_names),
-                      f"{facts.where} have {len(facts.class_names)} classes ({listed})"))
+                      f"{facts.where} have {listed(facts.class_names)}"))
     model_size = models.build_tokenizer(model_cfg).image_size
     if image_size and image_size != model_size:
         found.append(("data.image_size", image_size, 0,
@@ -87,8 +86,7 @@ def fit(model_cfg: ml_collections.ConfigDict, facts: DataFacts,
         fitted.patch_nums = scales.pyramid(image_size // factor)
         fitted.tokenizer_patch_nums = ()
     models.validate(fitted)
-    logging.info("model from the data: %d channels, %d classes (%s), %d px images, scales %s",
-                 fitted.tokenizer.in_channels, fitted.transformer.num_classes,
-                 ", ".join(fitted.class_names), factor * fitted.patch_nums[-1],
-                 tuple(fitted.patch_nums))
+    logging.info("model from the data: %d channels, %s, %d px images, scales %s",
+                 fitted.tokenizer.in_channels, listed(fitted.class_names),
+                 factor * fitted.patch_nums[-1], tuple(fitted.patch_nums))
     return fitted

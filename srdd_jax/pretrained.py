@@ -94,13 +94,17 @@ def model_dir(name: str, cache: str | None = None) -> str:
     return target
 
 
-def resolve(name_or_dir: str) -> str:
-    """A model directory: `name_or_dir` itself, or for a released name its converted directory."""
-    return model_dir(name_or_dir) if name_or_dir in NAMES else name_or_dir
+def resolve(name_or_dir: str, cache: str | None = None) -> str:
+    """A model directory: for a released name its converted directory (see `model_dir`), else
+    `name_or_dir` itself."""
+    return model_dir(name_or_dir, cache) if name_or_dir in NAMES else name_or_dir
 
 
-def load(name: str, cache: str | None = None, shardings=None):
-    """(params, model_cfg) of a released name (see the module docstring), or of a model directory.
+def load(name_or_dir: str, cache: str | None = None, shardings=None):
+    """(params, model_cfg) of a released name (see the module docstring) or of a model directory.
     `shardings` places the arrays as in `checkpoints.load_model`."""
-    directory = model_dir(name, cache) if name in NAMES else name
+    directory = resolve(name_or_dir, cache)
+    if "://" not in directory and not os.path.isdir(directory):
+        raise FileNotFoundError(f"{name_or_dir!r} is neither a released model name ({', '.join(NAMES)}) "
+                                "nor a model directory")
     return checkpoints.load_model(directory, shardings)

@@ -60,10 +60,13 @@ def test_missing_files_offline_say_what_to_download_and_where(tmp_path, monkeypa
     assert not (tmp_path / "cache" / "var_d20").exists()
 
 
-def test_unknown_name_lists_the_released_ones():
+def test_unknown_names_list_the_released_ones(tmp_path):
     with pytest.raises(ValueError, match="var_d16, var_d20, var_d24, var_d30, var_d36"):
         pretrained.model_dir("var_d99")
-    assert pretrained.resolve("models/var_d99") == "models/var_d99"  # not a name: a directory
+    with pytest.raises(FileNotFoundError, match="'var_d61' is neither a released model name "
+                                                r"\(var_d16, .*\) nor a model directory"):
+        pretrained.load("var_d61")
+    assert pretrained.resolve("models/mine") == "models/mine"  # not a name: a directory
 
 
 def test_main_samples_a_pretrained_name(tiny_var_hub, tmp_path):

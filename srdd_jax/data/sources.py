@@ -42,6 +42,12 @@ class DataFacts:
 FASHION_MNIST_FACTS = DataFacts(1, FASHION_MNIST_CLASSES, "Fashion-MNIST")
 
 
+def listed(class_names, at_most: int = 8) -> str:
+    """`3 classes (a, b, c)`, with the names after the first `at_most` left out as `...`."""
+    shown = ", ".join(class_names[:at_most]) + (", ..." if len(class_names) > at_most else "")
+    return f"{len(class_names)} classes ({shown})"
+
+
 @dataclasses.dataclass
 class Source:
     images: np.ndarray  # (N, H, W, C) uint8

@@ -57,13 +57,16 @@ def sample(params: dict, model_cfg: ml_collections.ConfigDict, classes=(), per_c
            settings: SamplerSettings | None = None, seed: int = 0, batch_size: int = 64,
            mesh=None, mask: str | None = None) -> ClassGrid:
     """`per_class` samples of each class in `classes` (default: every class), sampled in batches
-    of `batch_size` (the last one padded, so one program serves all) with a progress line.
+    of `batch_size` (no more than the samples need; the last batch padded, so one program serves
+    all) with a progress line.
     settings: default SamplerSettings(); mask: overrides the model's attention mask."""
     num_classes = model_cfg.transformer.num_classes
     chosen = np.asarray(tuple(classes) or range(num_classes), np.int32)
     if chosen.min() < 0 or chosen.max() >= num_classes:
         raise ValueError(f"classes {tuple(chosen.tolist())}: this model has classes 0..{num_classes - 1}")
     labels = np.tile(chosen, per_class)
+    devices = mesh.size if mesh is not None else 1  # a batch shards evenly over the mesh
+    batch_size = min(batch_size, -(-len(labels) // devices) * devices)
     sampler = Sampler(model_cfg, settings or SamplerSettings(), mask=mask, mesh=mesh)
     images, indices = [], []
     progress = Progress("sampling", len(labels), "images")
