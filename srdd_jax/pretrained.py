@@ -45,7 +45,7 @@ def _download(name: str, target: str) -> tuple[str, str]:
     """Local paths of the name's two files, from the Hub or its local cache; a clear error with
     what to download and where to put it when neither has them."""
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
 
     wanted = files(name)
     paths = []
