@@ -361,7 +361,7 @@ def data_facts(config) -> sources.DataFacts:
     if config.mode == "train" and config.training.cached_tokens:
         cache = tokens.load_cache(config.training.cached_tokens)
         return sources.DataFacts(None, cache.class_names,
-                                 f"the token cache {config.training.cached_tokens}")
+                                 f"the sequences in the token cache {config.training.cached_tokens}")
     if config.data.source == "fashion_mnist":
         return sources.FASHION_MNIST_FACTS
     if config.data.source == "tfds":

@@ -33,7 +33,7 @@ def mismatches(model_cfg: ml_collections.ConfigDict, facts: DataFacts,
     if facts.channels is not None and channels != facts.channels:
         kind = "RGB" if facts.channels == 3 else "greyscale"
         found.append(("model.tokenizer.in_channels", channels, facts.channels,
-                      f"{facts.where} are {kind} ({facts.channels} channels)"))
+                      f"{facts.where} are {kind} ({facts.channels} channel{'s' * (facts.channels > 1)})"))
     num_classes = model_cfg.transformer.num_classes
     if num_classes != len(facts.class_names):
         found.append(("model.transformer.num_classes", num_classes, len(facts.class_names),

@@ -32,14 +32,14 @@ UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.De
 @dataclasses.dataclass(frozen=True)
 class DataFacts:
     """What a model must agree with: channels (1 grey, 3 RGB; None when unknown), the class names
-    (one per label, in label order), and where the data is, for messages."""
+    (one per label, in label order), and what the data is, for messages ("the images under DIR")."""
 
     channels: int | None
     class_names: tuple[str, ...]
     where: str
 
 
-FASHION_MNIST_FACTS = DataFacts(1, FASHION_MNIST_CLASSES, "Fashion-MNIST")
+FASHION_MNIST_FACTS = DataFacts(1, FASHION_MNIST_CLASSES, "the Fashion-MNIST images")
 
 
 def listed(class_names, at_most: int = 8) -> str:

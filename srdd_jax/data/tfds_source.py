@@ -101,7 +101,8 @@ def facts(name: str, data_dir: str = "", manual_dir: str = "") -> sources.DataFa
     features = builder(name, data_dir, manual_dir).info.features
     if "image" not in features:
         raise ValueError(f"TFDS dataset {name} has no 'image' feature (features: {', '.join(features)})")
-    return sources.DataFacts(features["image"].shape[-1], _class_names(features), f"TFDS dataset {name}")
+    return sources.DataFacts(features["image"].shape[-1], _class_names(features),
+                             f"the images of TFDS dataset {name}")
 
 
 def _decode(encoded: bytes, image_size: int, channels: int) -> tuple[np.ndarray, bool]:
