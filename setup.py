@@ -24,6 +24,8 @@ setup(
         # clu's TensorBoard writer and tf.data need TensorFlow; the CPU build keeps it off accelerators.
         "tensorflow-cpu>=2.16",
         "pillow>=10.0",
+        # srdd_jax.pretrained: VAR's released weights from the Hugging Face Hub (and its cache).
+        "huggingface_hub>=0.24",
     ],
     extras_require={
         # Only for reading PyTorch .pth checkpoints (python -m srdd_jax.convert).

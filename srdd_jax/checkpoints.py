@@ -62,6 +62,7 @@ def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
         (directory / CONFIG_FILE).write_text(json.dumps(record["config"], indent=1))
         (directory / INTEGRITY_FILE).write_text(json.dumps(record, indent=1))
     parallel.sync_processes(f"save_model {directory}")
+    logging.info("wrote the model (params/, %s, %s) to %s", CONFIG_FILE, INTEGRITY_FILE, directory)
 
 
 def _read_json(path: epath.Path, what: str) -> dict:
@@ -75,7 +76,8 @@ def _read_json(path: epath.Path, what: str) -> dict:
 
 def _model_config(raw: dict) -> ml_collections.ConfigDict:
     raw = dict(raw, patch_nums=tuple(raw["patch_nums"]),
-               tokenizer_patch_nums=tuple(raw.get("tokenizer_patch_nums", ())))
+               tokenizer_patch_nums=tuple(raw.get("tokenizer_patch_nums", ())),
+               class_names=tuple(raw.get("class_names", ())))  # absent in models saved before it
     raw["tokenizer"] = dict(raw["tokenizer"], ch_mult=tuple(raw["tokenizer"]["ch_mult"]))
     defaults = models.transformer_config()
     raw["transformer"] = {**{field: defaults[field] for field in models.EXECUTION_SETTINGS},

@@ -25,10 +25,10 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from srdd_jax import checkpoints, errors, models, parallel
+from srdd_jax import checkpoints, errors, model_for_data, models, parallel, pretrained
 from srdd_jax.data import sources, tokens
 from srdd_jax.data.pipeline import make_iterator
-from srdd_jax.sampling import outputs
+from srdd_jax.sampling import class_grid, outputs
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.training import diagnosis, loop, optimizer, run_checkpoints, steps, tokenizer_losses
@@ -52,6 +52,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.data.source == "tfds" and not config.data.name:
         raise ValueError("config.data.name is empty: data.source='tfds' needs a TFDS dataset name, "
                          "e.g. --config.data.name=sun397 or imagenet2012")
+    if config.data.image_size < 0:
+        raise ValueError(f"config.data.image_size={config.data.image_size} must be >= 0 (0: the "
+                         "model's image size)")
     if config.data.shuffle_buffer < 1:
         raise ValueError(f"config.data.shuffle_buffer={config.data.shuffle_buffer} must be >= 1")
     devices = jax.device_count()
@@ -156,9 +159,10 @@ def train_tokenizer(config, workdir: str, mesh, source) -> dict:
     recon = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x, method=VQVAE.__call__))(
         params, images)
     if _is_main():
-        outputs.save_grid(os.path.join(workdir, "samples", "tokenizer_reconstructions.png"),
-                          outputs.to_uint8(np.concatenate([images, parallel.to_host(recon)])),
+        path = os.path.join(workdir, "samples", "tokenizer_reconstructions.png")
+        outputs.save_grid(path, outputs.to_uint8(np.concatenate([images, parallel.to_host(recon)])),
                           columns=16)
+        logging.info("wrote 16 images (top) and their reconstructions (bottom) to %s", path)
     return params
 
 
@@ -197,7 +201,7 @@ def check_workdir(config, workdir: str) -> None:
 def tokenizer_params(config, workdir: str, mesh, source) -> dict:
     """The frozen tokenizer: from config.init.tokenizer (a model directory), else trained here."""
     if config.init.tokenizer:
-        params, cfg = checkpoints.load_model(config.init.tokenizer)
+        params, cfg = checkpoints.load_model(pretrained.resolve(config.init.tokenizer))
         if cfg.tokenizer.to_dict() != config.model.tokenizer.to_dict():
             raise errors.ConfigError(
                 f"config.init.tokenizer={config.init.tokenizer} holds a tokenizer with "
@@ -240,7 +244,7 @@ def _transformer_init(config):
     """
     if not config.init.transformer:
         return lambda rng: models.create_params(config.model, rng, "transformer")
-    params, cfg = checkpoints.load_model(config.init.transformer)
+    params, cfg = checkpoints.load_model(pretrained.resolve(config.init.transformer))
     fresh = models.abstract_params(config.model, "transformer")
     shapes = jax.tree.map(lambda x: x.shape, nn.unbox(fresh))
     loaded = jax.tree.map(np.shape, params["transformer"])
@@ -291,9 +295,11 @@ def distill(config, workdir: str, mesh) -> dict:
     <workdir>/student (sample it with --config.mode=sample --config.init.model=<workdir>/student)
     and its samples in <workdir>/samples/student.png. Returns the student's params."""
     run = config.distill
-    teacher, teacher_cfg = checkpoints.load_model(run.teacher or os.path.join(workdir, "model"))
+    teacher_dir = run.teacher or os.path.join(workdir, "model")
+    teacher, teacher_cfg = checkpoints.load_model(teacher_dir)
     ids = distillation.subset_ids(teacher_cfg.patch_nums, run.patch_nums)
     config.model = distillation.student_config(teacher_cfg, run.patch_nums)
+    _check_loaded_model(config, teacher_dir)
     student = distillation.student_transformer_params(teacher["transformer"], teacher_cfg.patch_nums,
                                                       ids)
     fresh = models.abstract_params(config.model, "transformer")
@@ -331,39 +337,22 @@ def tokenize(config, workdir: str, mesh, source, tok_params) -> str:
 
 
 # ------------------------------------------------------------------------------------- sampling
-def sample_grid(config, params: dict, path: str, mesh=None, labels=None) -> np.ndarray:
+def sample_grid(config, params: dict, path: str, mesh=None) -> np.ndarray:
     """Samples config.sample.per_class images of every class in config.sample.labels (empty: all
-    classes), or of the given `labels`, into one PNG grid (one column per class); returns the
-    uint8 images. Every process samples; process 0 writes the files."""
+    classes) into one PNG grid, one column per class labelled with its name, and an .npz beside
+    it; returns the uint8 images. Every process samples; process 0 writes the files."""
     num_classes = config.model.transformer.num_classes
-    if labels is None:
-        chosen = np.asarray(config.sample.labels or range(num_classes), np.int32)
-        if chosen.min() < 0 or chosen.max() >= num_classes:
-            raise errors.ConfigError(f"config.sample.labels={tuple(config.sample.labels)}: this "
-                                     f"model has classes 0..{num_classes - 1}")
-        labels = np.tile(chosen, config.sample.per_class)
-    labels = np.asarray(labels, np.int32)
-    settings = SamplerSettings.from_config(config.sample.settings)
-    sampler = Sampler(config.model, settings, mesh=mesh)
-    images, indices = [], []
-    batch = config.sample.batch_size
-    started = time.perf_counter()
-    for start in range(0, len(labels), batch):
-        chunk = labels[start:start + batch]
-        rng = jax.random.fold_in(jax.random.key(config.sample.seed), start)
-        out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
-        decoded = sampler.decode(params["tokenizer"], out["f_hat_BhwC"])
-        images.append(parallel.to_host(decoded)[:len(chunk)])
-        indices.append(parallel.to_host(out["idx_BL"])[:len(chunk)])
-        logging.info("sampling: %d/%d images after %.1f s (compile %.1f s)", start + len(chunk),
-                     len(labels), time.perf_counter() - started, sampler.compile_seconds)
-    images = outputs.to_uint8(np.concatenate(images))
+    if config.sample.labels and not all(0 <= c < num_classes for c in config.sample.labels):
+        raise errors.ConfigError(f"config.sample.labels={tuple(config.sample.labels)}: this model "
+                                 f"has classes 0..{num_classes - 1}")
+    grid = class_grid.sample(params, config.model, config.sample.labels, config.sample.per_class,
+                             SamplerSettings.from_config(config.sample.settings), config.sample.seed,
+                             config.sample.batch_size, mesh)
     if _is_main():
-        outputs.save_grid(path, images, columns=min(len(set(labels.tolist())), len(labels)))
-        outputs.save_samples(os.path.splitext(path)[0] + ".npz", images, labels,
-                             np.concatenate(indices))
-        logging.info("wrote %d samples to %s", len(labels), path)
-    return images
+        grid.save(path)
+        logging.info("wrote %d samples of %s to %s", len(grid.labels),
+                     sources.listed(grid.column_names), path)
+    return grid.images
 
 
 def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
@@ -412,6 +401,44 @@ def edit(config, params: dict, path: str, mesh=None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- modes
+def data_facts(config) -> sources.DataFacts:
+    """Channels and class names of config.data (or of config.training.cached_tokens in mode=train),
+    read without loading the images."""
+    if config.mode == "train" and config.training.cached_tokens:
+        cache = tokens.load_cache(config.training.cached_tokens)
+        return sources.DataFacts(None, cache.class_names,
+                                 f"the sequences in the token cache {config.training.cached_tokens}")
+    if config.data.source == "fashion_mnist":
+        return sources.FASHION_MNIST_FACTS
+    if config.data.source == "tfds":
+        from srdd_jax.data import tfds_source
+
+        return tfds_source.facts(config.data.name, config.data.tfds_data_dir, config.data.manual_dir)
+    return sources.image_folder_facts(config.data.root)
+
+
+def model_for_training(config) -> ml_collections.ConfigDict:
+    """A copy of config whose model agrees with the data: filled from it with config.model_from_data,
+    else checked (a disagreement stops the run naming the field, the data's value and the fix).
+    The data's class names are recorded in model.class_names either way."""
+    facts = data_facts(config)
+    if config.model_from_data:
+        model = model_for_data.fit(config.model, facts, config.data.image_size)
+    else:
+        model_for_data.check(config.model, facts, config.data.image_size)
+        model = model_for_data.with_class_names(config.model, facts)
+    fitted = config.copy_and_resolve_references()
+    fitted.model = model
+    return fitted
+
+
+def _check_loaded_model(config, model_dir: str) -> None:
+    """The data this mode reads must fit the loaded model (evaluate, distill, edit without files)."""
+    model_for_data.check(config.model, data_facts(config), fix=(
+        f"The model in {model_dir} was trained on other data: point config.data at data like its "
+        "own, or use a model trained on this data"))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     try:
         validate_config(config)
@@ -419,11 +446,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         raise errors.ConfigError(str(error)) from error
     check_workdir(config, workdir)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
+    if config.mode in ("train_tokenizer", "train", "tokenize"):
+        config = model_for_training(config)
     if _is_main():
         (epath.Path(workdir) / "config.json").write_text(
             json.dumps(json.loads(config.to_json_best_effort()), indent=1))
     mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
     model_dir = os.path.join(workdir, "model")
+    logging.info("mode %s in %s", config.mode, workdir)
     if config.mode == "convert":
         from srdd_jax.convert import torch_io, var_checkpoints
 
@@ -434,10 +464,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         return
     if config.mode in ("sample", "edit", "evaluate"):
         loading = time.perf_counter()
-        params, cfg = checkpoints.load_model(config.init.model or model_dir, mesh=mesh)
-        logging.info("model: loaded %s in %.1f s", config.init.model or model_dir,
-                     time.perf_counter() - loading)
+        source_dir = pretrained.resolve(config.init.model or model_dir)
+        params, cfg = checkpoints.load_model(source_dir, mesh=mesh)
+        logging.info("model: loaded %s in %.1f s", source_dir, time.perf_counter() - loading)
         config.model = cfg
+        if config.mode == "evaluate" or (config.mode == "edit" and not config.edit.images):
+            _check_loaded_model(config, source_dir)
         if config.mode == "sample":
             sample_grid(config, params, os.path.join(workdir, "samples", "samples.png"), mesh)
         elif config.mode == "evaluate":
@@ -460,8 +492,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         checkpoints.save_model(model_dir, params, config.model, overwrite=True)
         return
     source = load_data(config)
-    logging.info("data: %d images, %d classes, %d unreadable skipped", source.num_examples,
-                 len(source.class_names), len(source.skipped))
+    logging.info("data: %d images, %s, %d unreadable skipped", source.num_examples,
+                 sources.listed(source.class_names), len(source.skipped))
     if config.mode == "tokenize":
         tokenize(config, workdir, mesh, source, tokenizer_params(config, workdir, mesh, source))
         return

@@ -36,14 +36,21 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         # ~/.cache/srdd_jax/xla; a directory; or 'off' (see srdd_jax/compilation_cache.py).
         compilation_cache="",
         model=model,
+        # True: model.tokenizer.in_channels, model.transformer.num_classes and model.class_names
+        # are read from the data at start-up, and model.patch_nums from data.image_size
+        # (srdd_jax/model_for_data.py; configs/image_folder.py). False: the model must agree with
+        # the data, or the run stops at start-up naming the field.
+        model_from_data=False,
         # source fashion_mnist | image_folder (root) | tfds: `name` (e.g. sun397, imagenet2012) and
         # `split` from tfds_data_dir (may be gs://; default ~/tensorflow_datasets), manual
         # downloads (imagenet2012) in manual_dir; splits whose resized images exceed
         # max_in_memory_mb are streamed, shuffled per epoch in a shuffle_buffer-record window.
+        # image_size: 0 = the model's; else it must equal it, or with model_from_data it sets it.
         data=dict(source="fashion_mnist", root="", name="", split="train", tfds_data_dir="",
-                  manual_dir="", max_in_memory_mb=2048.0, shuffle_buffer=4096),
+                  manual_dir="", max_in_memory_mb=2048.0, shuffle_buffer=4096, image_size=0),
         mesh=dict(data=-1, fsdp=1),
-        # transformer: a model directory to start from; when only its number of classes differs,
+        # tokenizer, transformer, model: model directories, or released names (var_d16 ... var_d36,
+        # srdd_jax/pretrained.py). transformer: when only its number of classes differs,
         # class_embedding 'null' (its null-class row) | 'random' initialises the class rows.
         init=dict(tokenizer="", transformer="", model="", class_embedding="null"),
         tokenizer_training=run_config(2000, 64, 4e-4),

@@ -2,7 +2,8 @@
 
 Every config field can be overridden, e.g. `--config.training.steps=100`; `--config.mode` picks
 train_tokenizer, train (trains the tokenizer first unless config.init.tokenizer is set), sample
-or convert.
+or convert. The console shows the project's own lines; `--all_logs` adds third-party INFO, which
+otherwise goes only to WORKDIR/logs/full.log (see console.py).
 
 Known failures (errors.KnownError: a bad config value, a missing file, a damaged or incompatible
 checkpoint, a non-finite loss) end the run with their message alone, `error: ...` on stderr and
@@ -16,7 +17,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from srdd_jax import compilation_cache, errors, experiment
+from srdd_jax import compilation_cache, console, errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
                                           lock_config=True)
@@ -25,6 +26,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs
 _DEBUG = flags.DEFINE_bool("debug", False, "on a known failure (bad config, missing file, damaged "
                            "or incompatible checkpoint, non-finite loss), raise it with its full "
                            "traceback instead of printing its message alone")
+_ALL_LOGS = flags.DEFINE_bool("all_logs", False, "also print third-party INFO lines (orbax, clu, JAX, "
+                              "TensorFlow) on the console; by default they go only to "
+                              "WORKDIR/logs/full.log")
 
 
 def distributed_args() -> dict:
@@ -45,11 +49,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     sys.unraisablehook = _drop_event_loop_noise
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SRDD_MULTIHOST"):
+    multihost = bool(os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SRDD_MULTIHOST"))
+    if multihost:
         jax.distributed.initialize(**distributed_args())
+    full_log = None
+    if not _ALL_LOGS.value:  # (single host: no backend query yet, so JAX's probing lines are routed)
+        full_log = console.full_log_path(_WORKDIR.value, jax.process_index() if multihost else 0)
+        console.route(full_log)
+    with console.native_stderr_to(full_log):
+        from srdd_jax import experiment  # imports TensorFlow, whose C++ start-up notes go to the log
+
     cache = compilation_cache.enable(_CONFIG.value.get("compilation_cache", ""))
     logging.info("JAX %s on %d devices (%d processes); compilation cache: %s", jax.__version__,
                  jax.device_count(), jax.process_count(), cache or "off")
+    if full_log:
+        logging.info("full log (third-party INFO too): %s; --all_logs prints it here", full_log)
     try:
         experiment.run(_CONFIG.value, _WORKDIR.value)
     except errors.KnownError as error:

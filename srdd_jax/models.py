@@ -5,6 +5,8 @@ A model config is an `ml_collections.ConfigDict`:
     patch_nums: tuple of scale sides, e.g. (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     tokenizer_patch_nums: the pyramid the tokenizer was trained on (its Phi per scale); () means
                 patch_nums. Set for a scale-distilled student, whose patch_nums are a subset of it.
+    class_names: the name of every class label (in label order) of the data the model was
+                trained on, for labelled sample grids; () when unknown (converted VAR models).
     tokenizer:  vocab_size, z_channels, ch, ch_mult, num_res_blocks, quant_resi, share_quant_resi,
                 using_sa, using_mid_sa, in_channels
     transformer: depth, embed_dim, num_heads, mlp_ratio, num_classes, attn_l2_norm, shared_aln,
@@ -59,10 +61,12 @@ def transformer_config(depth: int = 16, **overrides) -> ml_collections.ConfigDic
     return cfg
 
 
-def model_config(patch_nums=PATCH_NUMS_256, tokenizer=None, transformer=None, tokenizer_patch_nums=()):
+def model_config(patch_nums=PATCH_NUMS_256, tokenizer=None, transformer=None, tokenizer_patch_nums=(),
+                 class_names=()):
     return ml_collections.ConfigDict(dict(
         patch_nums=tuple(patch_nums),
         tokenizer_patch_nums=tuple(tokenizer_patch_nums),
+        class_names=tuple(class_names),
         tokenizer=tokenizer if tokenizer is not None else tokenizer_config(),
         transformer=transformer if transformer is not None else transformer_config(),
     ))
@@ -93,6 +97,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                          f"num_heads={tr.num_heads}")
     if tr.depth < 1 or tr.num_classes < 1:
         raise ValueError("model.transformer.depth and num_classes must be >= 1")
+    names = tuple(cfg.get("class_names") or ())
+    if names and len(names) != tr.num_classes:
+        raise ValueError(f"model.class_names has {len(names)} names for "
+                         f"model.transformer.num_classes={tr.num_classes}: give one per class, or ()")
     if not 0 <= tr.cond_drop_rate < 1 or not 0 <= tr.drop_path_rate < 1:
         raise ValueError("model.transformer.cond_drop_rate and drop_path_rate must be in [0, 1)")
     masks.validate_mask(tr.mask)

@@ -46,3 +46,12 @@ def token_levels(patch_nums: Sequence[int]) -> np.ndarray:
 def split_scales(x_BL, patch_nums: Sequence[int]) -> list:
     """Splits (B, L, ...) into per-scale (B, pn^2, ...) pieces."""
     return [x_BL[:, begin:end] for begin, end in scale_bounds(patch_nums)]
+
+
+def pyramid(latent_side: int) -> tuple[int, ...]:
+    """VAR's 256 px progression (1,2,3,4,5,6,8,10,13,16) rescaled to end at `latent_side`, starting
+    at 1: 4 -> (1,2,3,4), 8 -> (1,2,3,4,5,6,8), 16 -> VAR's own, 32 -> (1,2,4,6,8,10,12,16,20,26,32)."""
+    if latent_side < 1:
+        raise ValueError(f"a scale pyramid needs a latent side >= 1, got {latent_side}")
+    var_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    return tuple(sorted({1, latent_side} | {max(1, round(p * latent_side / 16)) for p in var_256}))

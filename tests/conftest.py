@@ -7,6 +7,8 @@ the same way works.
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,9 +85,46 @@ def tiny_demo_workdir(tmp_path_factory) -> Path:
     if not os.path.isdir(sources.FASHION_MNIST_DIR):
         pytest.skip("needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
     workdir = tmp_path_factory.mktemp("tiny_demo") / "demo"
-    subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
-                    f"--workdir={workdir}"], check=True, cwd=REPO_ROOT, env=cli_env(), timeout=900)
+    run = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
+                          f"--workdir={workdir}"], cwd=REPO_ROOT, env=cli_env(), timeout=900,
+                         capture_output=True, text=True)
+    (workdir.parent / "console.txt").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stderr[-3000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_var_hub(tmp_path_factory) -> dict:
+    """Environment for an offline Hugging Face Hub cache that holds the tiny reference under VAR's
+    released names (FoundationVision/var: vae_ch160v4096z32.pth, var_d16.pth), laid out as
+    huggingface_hub does, and a srdd_jax cache for converted models shared by the session:
+    {HF_HUB_OFFLINE, HF_HUB_CACHE, SRDD_JAX_CACHE}."""
+    folder = require(reference_dir())
+    root = tmp_path_factory.mktemp("hub")
+    repo = root / "hub" / "models--FoundationVision--var"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copy(folder / "vae.pth", repo / "snapshots" / revision / "vae_ch160v4096z32.pth")
+    shutil.copy(folder / "var.pth", repo / "snapshots" / revision / "var_d16.pth")
+    return {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(root / "hub"),
+            "SRDD_JAX_CACHE": str(root / "srdd_jax")}
+
+
+def info_lines_from(console: str, package) -> list[str]:
+    """The absl-format INFO lines (`I1204 18:25:34.8 123 file.py:42] ...`) of `console` logged from a
+    module of `package` (e.g. orbax.checkpoint), by file name; names srdd_jax also uses are left
+    out, as they cannot be told apart."""
+    import srdd_jax
+
+    def names(module_dir):
+        return {path.name for path in Path(module_dir).rglob("*.py")}
+
+    theirs = names(os.path.dirname(package.__file__)) - names(os.path.dirname(srdd_jax.__file__))
+    pattern = re.compile(r"^I\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]")
+    return [line for line in console.splitlines()
+            if (match := pattern.match(line)) and match.group(1) in theirs]
 
 
 def cli_env() -> dict:

@@ -1,5 +1,7 @@
-"""The Colab notebooks run top to bottom on the tiny demo checkpoint (papermill, this interpreter's
-kernel; the install cell is skipped)."""
+"""The Colab notebooks run top to bottom (papermill, this interpreter's kernel; the install line is
+skipped): the sampling notebook from the pretrained name var_d16, served offline by a Hugging Face
+Hub cache that holds the tiny reference (conftest.tiny_var_hub); the editing notebook on the tiny
+demo checkpoint."""
 
 import re
 
@@ -42,12 +44,18 @@ def _outputs(notebook) -> tuple[str, int]:
     return "".join(text), images
 
 
-def test_sampling_notebook(demo_model, tmp_path, monkeypatch):
-    notebook = _execute(tmp_path, monkeypatch, "sampling_demo.ipynb", MODEL_DIR=str(demo_model),
-                        MASK="markov", CLASSES="0, 3, 7, 9", PER_CLASS=1, CFG=2.0, TOP_K=32, TOP_P=0.9,
-                        MR=True, MR_ITERATIONS=2, SPEED_BATCH=4, SPEED_REPEATS=1)
+def test_sampling_notebook_from_a_pretrained_name(tiny_var_hub, tmp_path, monkeypatch):
+    for name, value in tiny_var_hub.items():  # read by the kernel's huggingface_hub and pretrained
+        monkeypatch.setenv(name, value)
+    notebook = _execute(tmp_path, monkeypatch, "sampling_demo.ipynb", MODEL="var_d16",
+                        MASK="markov", CLASSES=[0, 3, 7, 9], PER_CLASS=1, CFG=2.0, TOP_K=32, TOP_P=0.9,
+                        MR=True, MR_ITERATIONS=2, SPEED_BATCH=2, SPEED_REPEATS=1)
+    quick = next(cell for cell in notebook.cells if "pretrained.load(MODEL)" in cell.source)
+    code = [line for line in quick.source.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(code) <= 4, code  # install, import, load, sample-and-show
+    assert any("image/png" in output.get("data", {}) for output in quick.outputs)
     text, images = _outputs(notebook)
-    assert images == 1
+    assert images == 2  # the quick grid, then the one with every setting
     assert "tokens redrawn by MR per scale" in text
     for mask in ("var", "markov"):
         assert re.search(rf"{mask} +[0-9.]+ images/s", text), text
@@ -57,7 +65,7 @@ def test_sampling_notebook(demo_model, tmp_path, monkeypatch):
 def test_editing_notebook(demo_model, tmp_path, monkeypatch):
     picture = tmp_path / "photo.png"  # a user image of another size and channel count
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)).save(picture)
-    notebook = _execute(tmp_path, monkeypatch, "zero_shot_editing.ipynb", MODEL_DIR=str(demo_model),
+    notebook = _execute(tmp_path, monkeypatch, "zero_shot_editing.ipynb", MODEL=str(demo_model),
                         IMAGES=f"{picture}, {picture}", SAMPLES=1, LABEL=2)
     text, images = _outputs(notebook)
     assert images == 4  # the inputs, then one before/after grid per task

@@ -40,7 +40,8 @@ def test_unknown_variant_is_named():
         _load("d99")
 
 
-@pytest.mark.parametrize("name", ["demo", "ffhq", "afhq", "miniimagenet", "sun397", "var_imagenet"])
+@pytest.mark.parametrize("name", ["demo", "ffhq", "afhq", "miniimagenet", "sun397", "var_imagenet",
+                                  "image_folder"])
 @pytest.mark.parametrize("variant", ["", "tiny"])
 def test_experiment_configs_validate(name, variant):
     from srdd_jax import experiment
@@ -49,3 +50,17 @@ def test_experiment_configs_validate(name, variant):
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
     flag_values(["test", f"--config={REPO_ROOT / 'configs' / name}.py:{variant}"])
     experiment.validate_config(flag_values.config)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "64", "128", "256"])
+def test_image_folder_variants_make_images_of_their_size(variant):
+    from srdd_jax import experiment
+
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=flag_values)
+    flag_values(["test", f"--config={REPO_ROOT / 'configs' / 'image_folder.py'}:{variant}"])
+    cfg = flag_values.config
+    experiment.validate_config(cfg)
+    assert cfg.model_from_data and cfg.data.source == "image_folder"
+    expected = {"": 32, "tiny": 16}.get(variant) or int(variant)
+    assert models.build_tokenizer(cfg.model).image_size == cfg.data.image_size == expected

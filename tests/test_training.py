@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 from clu import metric_writers
-from conftest import REPO_ROOT, cli_env, garble, truncate
+from conftest import REPO_ROOT, cli_env, garble, info_lines_from, truncate
 from PIL import Image
 
 from srdd_jax import errors, experiment, experiment_config, models, parallel
@@ -304,20 +304,32 @@ def test_optimizer_recipe():
 
 
 def test_main_runs_the_tiny_demo(tiny_demo_workdir):
+    import orbax.checkpoint
+
     env, workdir = cli_env(), tiny_demo_workdir
     assert (workdir / "model" / "model_config.json").is_file()
     assert any((workdir / "samples").glob("step_*.png"))
     assert any((workdir / "logs" / "transformer").iterdir())
     assert (workdir / "transformer").is_dir()
+    # The console holds the project's lines and no orbax INFO line; the full log holds those.
+    console = (workdir.parent / "console.txt").read_text()
+    assert info_lines_from(console, orbax.checkpoint) == [], console
+    assert "oneDNN" not in console and "Unable to initialize backend" not in console, console
+    assert re.search(r"transformer: step 2/4 \(50%\), [0-9.]+ steps/s, ETA \w+ \| loss [0-9.]+", console)
+    assert "data: 60000 images, 10 classes" in console and f"to {workdir / 'model'}" in console
+    assert info_lines_from((workdir / "logs" / "full.log").read_text(), orbax.checkpoint)
     sample = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
                              f"--workdir={workdir}", "--config.mode=sample"], cwd=REPO_ROOT, env=env,
                             timeout=900)
     assert sample.returncode == 0 and (workdir / "samples" / "samples.png").is_file()
-    for task in ("inpaint", "super_resolution"):
+    for task, flags in (("inpaint", []), ("super_resolution", ["--all_logs"])):
         edited = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
                                  f"--workdir={workdir}", "--config.mode=edit",
-                                 f"--config.edit.task={task}"], cwd=REPO_ROOT, env=env, timeout=900)
+                                 f"--config.edit.task={task}", *flags], cwd=REPO_ROOT, env=env,
+                                timeout=900, capture_output=True, text=True)
         assert edited.returncode == 0 and (workdir / "samples" / f"edit_{task}.png").is_file()
+        # --all_logs brings the third-party INFO lines (orbax restoring the model) back.
+        assert bool(info_lines_from(edited.stderr, orbax.checkpoint)) == (flags == ["--all_logs"])
     bad = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
                           f"--workdir={workdir}", "--config.training.steps=0"], cwd=REPO_ROOT,
                          env=env, capture_output=True, text=True, timeout=300)

@@ -1,23 +1,51 @@
 """Image sources held in memory as uint8 arrays: Fashion-MNIST (the embedded default) and folders.
 
 Each loader returns `Source(images_NHWC uint8, labels_N int32, class_names, skipped)`. Images are
-already at the model's resolution and channel count.
+already at the model's resolution and channel count. `DataFacts` (channels and class names) can be
+read before loading, so a model that disagrees with the data is refused at start-up.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import gzip
 import os
+import warnings
 
 import numpy as np
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
+from srdd_jax.progress import Progress
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                          "sneaker", "bag", "ankle boot")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of single-channel images
+# What PIL raises for a file it cannot read: not an image, truncated or corrupt, or more pixels
+# than PIL.Image.MAX_IMAGE_PIXELS allows (its decompression-bomb guard).
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFacts:
+    """What a model must agree with: channels (1 grey, 3 RGB; None when unknown), the class names
+    (one per label, in label order), and what the data is, for messages ("the images under DIR")."""
+
+    channels: int | None
+    class_names: tuple[str, ...]
+    where: str
+
+
+FASHION_MNIST_FACTS = DataFacts(1, FASHION_MNIST_CLASSES, "the Fashion-MNIST images")
+
+
+def listed(class_names, at_most: int = 8) -> str:
+    """`3 classes (a, b, c)`, with the names after the first `at_most` left out as `...`."""
+    shown = ", ".join(class_names[:at_most]) + (", ..." if len(class_names) > at_most else "")
+    return f"{len(class_names)} classes ({shown})"
 
 
 @dataclasses.dataclass
@@ -92,42 +120,127 @@ def fashion_mnist(split: str, image_size: int, channels: int, root: str = FASHIO
     return Source(images, labels, FASHION_MNIST_CLASSES)
 
 
+def _is_grey(img: Image.Image) -> bool:
+    """From the header: a grey mode, or a palette of grey entries only."""
+    if img.mode == "P":
+        palette = np.asarray(img.getpalette() or [0, 0, 0]).reshape(-1, 3)
+        return bool((palette == palette[:, :1]).all())
+    return img.mode in GREY_MODES
+
+
 def read_image(path, image_size: int, channels: int) -> np.ndarray:
     """A file path or object -> (size, size, channels) uint8 by VAR's evaluation transform:
-    shorter side to round(1.125 * size) (Lanczos), centre crop."""
+    shorter side to round(1.125 * size) (Lanczos), centre crop. Transparent pixels are laid on
+    white; grey images become RGB by repeating their channel when `channels` is 3. Large images are
+    read without PIL's decompression-bomb warning (one's own files are read on purpose); those
+    beyond its hard limit raise Image.DecompressionBombError (see UNREADABLE)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _read_image(path, image_size, channels)
+
+
+def _read_image(path, image_size: int, channels: int) -> np.ndarray:
+    mode = "RGB" if channels == 3 else "L"
     with Image.open(path) as img:
-        img = img.convert("RGB" if channels == 3 else "L")
+        transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+        img = img.convert("RGBA" if transparent else mode)
         w, h = img.size
         scale = round(1.125 * image_size) / min(w, h)
         img = img.resize((max(round(w * scale), image_size), max(round(h * scale), image_size)),
-                         Image.LANCZOS)
+                         Image.LANCZOS)  # (RGBA is resampled with premultiplied alpha)
         w, h = img.size
         left, top = (w - image_size) // 2, (h - image_size) // 2
-        pixels = np.asarray(img.crop((left, top, left + image_size, top + image_size)), np.uint8)
+        img = img.crop((left, top, left + image_size, top + image_size))
+        if transparent:
+            white = Image.new("RGBA", img.size, "white")
+            white.alpha_composite(img)
+            img = white
+        pixels = np.asarray(img.convert(mode), np.uint8)
     return pixels.reshape(image_size, image_size, channels)
 
 
+def folder_classes(root: str) -> list[tuple[str, list[str]]]:
+    """[(class name, image paths)] of `root/<class>/*` in sorted order (hidden folders skipped);
+    a root without sub-folders is one class named after it. Files are taken by extension.
+
+    Raises FileNotFoundError for a missing root and ValueError for a class folder without images
+    directly inside it (nested folders are not read).
+    """
+    if not root:
+        raise FileNotFoundError("config.data.root is empty: point it at your images, "
+                                "--config.data.root=DIR (DIR/<class>/*.png|jpg, or a flat folder "
+                                "of one class)")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root} does not exist (data.root)")
+
+    def images_in(folder):
+        return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
+
+    class_dirs = sorted(d for d in os.listdir(root)
+                        if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if not class_dirs:
+        return [(os.path.basename(os.path.normpath(root)), images_in(root))]
+    loose = images_in(root)
+    if loose:
+        logging.warning("%d images directly in %s are not read: it has class folders (%s, ...), and "
+                        "only their images are", len(loose), root, class_dirs[0])
+    groups = [(name, images_in(os.path.join(root, name))) for name in class_dirs]
+    empty = [name for name, files in groups if not files]
+    if empty:
+        raise ValueError(f"class folders without images under {root}: {', '.join(empty)}. Each "
+                         "class is root/<class>/ with the images directly inside (nested folders "
+                         "are not read): flatten them, or move those folders out")
+    return groups
+
+
+def image_folder_facts(root: str) -> DataFacts:
+    """Channels and classes of `root` from the image headers: 3 if any image is in colour, else 1.
+    Unreadable files are left to the loader, which skips and counts them."""
+    groups = folder_classes(root)
+    grey = colour = 0
+    for _, files in groups:
+        for path in files:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        grey, colour = (grey + 1, colour) if _is_grey(img) else (grey, colour + 1)
+            except UNREADABLE:
+                continue
+    if grey and colour:
+        logging.info("%s: %d greyscale images among %d colour ones; they are read as RGB", root,
+                     grey, colour)
+    return DataFacts(3 if colour or not grey else 1, tuple(name for name, _ in groups),
+                     f"the images under {root}")
+
+
 def image_folder(root: str, image_size: int, channels: int) -> Source:
-    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class).
+    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class),
+    read by one thread per CPU core, with a progress line.
 
     Unreadable or corrupt files are skipped, counted and logged, never fatal.
     """
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"image folder {root} does not exist (data.root)")
-    class_dirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    groups = [(name, os.path.join(root, name)) for name in class_dirs] or [("all", root)]
+    groups = folder_classes(root)
+    files = [(label, path) for label, (_, paths) in enumerate(groups) for path in paths]
+
+    def read(path):
+        try:
+            return read_image(path, image_size, channels)
+        except UNREADABLE as err:
+            return err
+
     images, labels, skipped = [], [], []
-    for label, (_, folder) in enumerate(groups):
-        for file in sorted(os.listdir(folder)):
-            path = os.path.join(folder, file)
-            if not file.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            try:
-                images.append(read_image(path, image_size, channels))
-                labels.append(label)
-            except (UnidentifiedImageError, OSError, ValueError) as err:
+    progress = Progress(f"reading {root}", len(files), "images")
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL decodes without the GIL
+        for done, ((label, path), image) in enumerate(zip(files, pool.map(read, (p for _, p in files)))):
+            if isinstance(image, Exception):
                 skipped.append(path)
-                logging.warning("skipping unreadable image %s: %s", path, err)
+                logging.warning("skipping unreadable image %s: %s", path, image)
+            else:
+                images.append(image)
+                labels.append(label)
+            progress.update(done + 1)
     if not images:
         raise ValueError(f"no readable images under {root} ({len(skipped)} unreadable)")
     if skipped:

@@ -88,11 +88,28 @@ def builder(name: str, data_dir: str = "", manual_dir: str = ""):
     return dataset
 
 
+def _class_names(features) -> tuple[str, ...]:
+    """The label feature's names (or indices); one class 'all' for a dataset without labels."""
+    if "label" not in features:
+        return ("all",)
+    names = getattr(features["label"], "names", None)
+    return tuple(names or (str(i) for i in range(features["label"].num_classes)))
+
+
+def facts(name: str, data_dir: str = "", manual_dir: str = "") -> sources.DataFacts:
+    """Channels (from the image feature's shape; None if it does not say) and class names."""
+    features = builder(name, data_dir, manual_dir).info.features
+    if "image" not in features:
+        raise ValueError(f"TFDS dataset {name} has no 'image' feature (features: {', '.join(features)})")
+    return sources.DataFacts(features["image"].shape[-1], _class_names(features),
+                             f"the images of TFDS dataset {name}")
+
+
 def _decode(encoded: bytes, image_size: int, channels: int) -> tuple[np.ndarray, bool]:
     """Encoded image -> ((size, size, channels) uint8, readable?); zeros when unreadable."""
     try:
         return sources.read_image(io.BytesIO(encoded), image_size, channels), True
-    except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for corrupt files
+    except sources.UNREADABLE as err:
         logging.warning("skipping an unreadable image: %s", err)
         return np.zeros((image_size, image_size, channels), np.uint8), False
 
@@ -112,8 +129,7 @@ class TfdsStream:
         self.dataset, self.split = dataset, split
         self.image_size, self.channels, self.shuffle_buffer = image_size, channels, shuffle_buffer
         self.has_labels = "label" in features
-        names = getattr(features["label"], "names", None) if self.has_labels else ["all"]
-        self.class_names = tuple(names or (str(i) for i in range(features["label"].num_classes)))
+        self.class_names = _class_names(features)
         self.num_examples = dataset.info.splits[split].num_examples
         self.skipped: list[str] = []
 

@@ -24,6 +24,7 @@ from absl import logging
 
 from srdd_jax import errors, fingerprints, parallel
 from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.progress import Progress
 from srdd_jax.tokenizer.vqvae import VQVAE
 
 TOKENS_FILE, LABELS_FILE, META_FILE = "tokens.npy", "labels.npy", "meta.json"
@@ -155,6 +156,7 @@ def encode_source(source, tokenizer: VQVAE, tok_params, mesh, batch_size: int):
     start = jax.process_index() * local
     all_tokens, all_labels = [], []
     dtype = token_dtype(tokenizer.vocab_size)
+    progress = Progress("tokenize", source.num_examples, "images")
     for images, labels in source.ordered(batch_size):
         padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
         padded[:len(images)] = images.astype(np.float32) / 127.5 - 1.0
@@ -162,6 +164,5 @@ def encode_source(source, tokenizer: VQVAE, tok_params, mesh, batch_size: int):
         idx = encode(tok_params, batch)
         all_tokens.append(np.asarray(idx.addressable_data(0))[:len(images)].astype(dtype))
         all_labels.append(labels)
-        logging.log_every_n_seconds(logging.INFO, "tokenize: %d/%d images", 30,
-                                    sum(map(len, all_labels)), source.num_examples)
+        progress.update(sum(map(len, all_labels)))
     return np.concatenate(all_tokens), np.concatenate(all_labels).astype(np.int32)

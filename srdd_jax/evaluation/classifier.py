@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 
 from srdd_jax import parallel
 from srdd_jax.evaluation import features as features_lib
+from srdd_jax.progress import Progress
 
 PARAMS_FILE = "params.npz"
 META_FILE = "classifier.json"
@@ -170,6 +171,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.nd
 
     rng = np.random.default_rng(seed)
     order, position, start = rng.permutation(n), 0, time.time()
+    progress = Progress("classifier", steps, "steps", step_prefix=True)
     for i in range(steps):
         if position + batch_size > n:
             order, position = rng.permutation(n), 0
@@ -177,8 +179,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.nd
         position += batch_size
         params, opt_state, loss = step(params, opt_state, train_images[chosen], train_labels[chosen])
         if (i + 1) % 250 == 0 or i + 1 == steps:
-            logging.info("classifier: step %d/%d, loss %.4f (%.1fs)", i + 1, steps, float(loss),
-                         time.time() - start)
+            progress.update(i + 1, f"loss {float(loss):.4f}", force=True)
     trained = Classifier(jax.device_get(params), size, channels, num_classes, width, 0.0, steps, seed)
     trained.test_accuracy = trained.accuracy(test_images, test_labels)
     logging.info("classifier: test accuracy %.4f on %d images after %d steps (%.1fs)",

@@ -36,6 +36,7 @@ from jax.sharding import Mesh
 from srdd_jax import experiment
 from srdd_jax.evaluation import classifier as classifier_lib
 from srdd_jax.evaluation import features, likelihood, metrics, precision_recall
+from srdd_jax.progress import Progress
 from srdd_jax.sampling import outputs
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 
@@ -146,9 +147,11 @@ def sample_images(config: ml_collections.ConfigDict, params: dict, settings: Sam
         return np.asarray(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)]
 
     images, compile_s, timed_n, timed_s = [], 0.0, 0, 0.0
+    progress = Progress("sampling", len(labels_N), "images")
     for start in range(0, len(labels_N), batch):
         begin = time.time()
         images.append(run(start))
+        progress.update(start + len(images[-1]))
         if batch not in compiled:
             compile_s = time.time() - begin
             compiled.add(batch)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable
 
 import jax
@@ -31,13 +30,13 @@ from jax.sharding import Mesh
 
 from srdd_jax import parallel
 from srdd_jax.evaluation import inception, inception_weights, metrics, precision_recall
+from srdd_jax.progress import Progress
 
 FeatureFn = Callable[[jax.Array], dict[str, jax.Array]]
 
 
 def extract_features(feature_fn: FeatureFn, images_NHWC: np.ndarray, batch_size: int = 50,
-                     mesh: Mesh | None = None, log_every: int = 10,
-                     name: str = "features") -> dict[str, np.ndarray]:
+                     mesh: Mesh | None = None, name: str = "features") -> dict[str, np.ndarray]:
     """{key: (N, ...) numpy} from `feature_fn` ((B, H, W, C) -> {key: (B, ...)}) over all images."""
     n = images_NHWC.shape[0]
     if n == 0:
@@ -45,7 +44,7 @@ def extract_features(feature_fn: FeatureFn, images_NHWC: np.ndarray, batch_size:
     sharding = None if mesh is None else parallel.batch_sharding(mesh, images_NHWC.ndim, batch_size)
     num_batches = -(-n // batch_size)
     chunks: dict[str, list[np.ndarray]] = {}
-    start_time = time.time()
+    progress = Progress(name, n, "images")
     for b in range(num_batches):
         batch = images_NHWC[b * batch_size:(b + 1) * batch_size]
         valid = batch.shape[0]
@@ -54,9 +53,7 @@ def extract_features(feature_fn: FeatureFn, images_NHWC: np.ndarray, batch_size:
         out = feature_fn(jax.device_put(batch, sharding) if sharding is not None else batch)
         for key, value in jax.device_get(out).items():
             chunks.setdefault(key, []).append(np.asarray(value)[:valid])
-        if (b + 1) % log_every == 0 or b + 1 == num_batches:
-            logging.info("%s: batch %d/%d (%d images, %.1fs)", name, b + 1, num_batches,
-                         min((b + 1) * batch_size, n), time.time() - start_time)
+        progress.update(min((b + 1) * batch_size, n))
     return {key: np.concatenate(parts) for key, parts in chunks.items()}
 
 

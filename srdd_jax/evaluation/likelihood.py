@@ -22,6 +22,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from srdd_jax import models, parallel, scales
+from srdd_jax.progress import Progress
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.training import steps
 
@@ -79,6 +80,8 @@ class Likelihood:
         if self._shardings is not None:
             tok_params, tr_params = jax.device_put((tok_params, tr_params), self._shardings)
         totals_S, start_time = np.zeros(len(self.patch_nums)), time.time()
+        progress = Progress(f"likelihood ({'unconditional' if unconditional else 'conditional'})", n,
+                            "images")
         for start in range(0, n, b):
             chunk, labels = images_NHWC[start:start + b], labels_N[start:start + b]
             valid = np.arange(b) < len(chunk)
@@ -88,6 +91,7 @@ class Likelihood:
                 labels = np.concatenate([labels, np.zeros(pad, np.int32)])
             totals_S += np.asarray(self._step(tok_params, tr_params, chunk, labels,
                                               valid.astype(np.float32)), np.float64)
+            progress.update(min(start + b, n))
         counts_S = np.asarray([pn * pn for pn in self.patch_nums], np.float64)
         nats_per_scale = totals_S / (n * counts_S)
         nats_per_token = totals_S.sum() / (n * counts_S.sum())

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 from etils import epath
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(images_BHWC) -> np.ndarray:
@@ -37,11 +37,36 @@ def _create(path) -> epath.Path:
     return path
 
 
-def save_grid(path: str, images_BHWC: np.ndarray, columns: int | None = None) -> None:
-    """Writes uint8 images as one PNG grid."""
-    canvas = grid(images_BHWC, columns)
+def grid_picture(images_BHWC: np.ndarray, columns: int | None = None,
+                 column_names: tuple[str, ...] = (), pad: int = 2) -> Image.Image:
+    """The `grid` as a PIL image (mode L for one channel, RGB for three). With `column_names`
+    (one per column), a white band above the grid holds each name, cut to its column's width."""
+    canvas = grid(images_BHWC, columns, pad)
+    picture = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
+    if not column_names:
+        return picture
+    font = ImageFont.load_default()
+    band = font.getbbox("Hg")[3] + 2
+    labelled = Image.new(picture.mode, (picture.width, picture.height + band), "white")
+    labelled.paste(picture, (0, band))
+    draw, width = ImageDraw.Draw(labelled), images_BHWC.shape[2]
+    for column, name in enumerate(column_names):
+        while name and draw.textlength(name, font=font) > width:
+            name = name[:-1]
+        draw.text((column * (width + pad), 0), name, fill="black", font=font)
+    return labelled
+
+
+def save_picture(path: str, picture: Image.Image) -> None:
+    """Writes a PIL image as PNG."""
     with _create(path).open("wb") as f:
-        Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas).save(f, format="PNG")
+        picture.save(f, format="PNG")
+
+
+def save_grid(path: str, images_BHWC: np.ndarray, columns: int | None = None,
+              column_names: tuple[str, ...] = ()) -> None:
+    """Writes uint8 images as one PNG grid (see `grid_picture` for `column_names`)."""
+    save_picture(path, grid_picture(images_BHWC, columns, column_names))
 
 
 def save_samples(path: str, images_BHWC: np.ndarray, labels_B, idx_BL) -> None:

@@ -6,6 +6,8 @@ checkpoint of the run that verifies, together with the data iterator's position:
 (clu writers: TensorBoard + console) and checkpoints. A non-finite loss, or non-finite parameters
 about to be saved, stop the run with a message that names the checkpoint a rerun would resume
 from, whether it verifies, and advice that depends on what is known (`diagnosis`).
+Every log step prints one progress line (steps/s, ETA and the scalar metrics); all metrics,
+per-scale ones included, go to TensorBoard and clu's logging writer.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from srdd_jax import errors, fingerprints, parallel
+from srdd_jax.progress import Progress
 from srdd_jax.training import diagnosis, run_checkpoints, steps
 
 
@@ -63,6 +66,16 @@ def flat_metrics(metrics: dict) -> dict:
         else:
             flat.update({f"{name}/s{i}": float(v) for i, v in enumerate(value)})
     return flat
+
+
+def _summary(values: dict) -> str:
+    """`loss 3.21, accuracy 0.123, ...`: the scalar metrics, without the per-scale ones."""
+    return ", ".join(f"{name} {value:.4g}" for name, value in sorted(values.items(), key=_loss_first)
+                     if "/" not in name)
+
+
+def _loss_first(item):
+    return item[0] != "loss", item[0]
 
 
 def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, iterator,
@@ -122,6 +135,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                 logdir=os.path.join(workdir, "logs", name), num_profile_steps=run_cfg.profile_steps,
                 profile_duration_ms=None, first_profile=start + 1, every_secs=None))
         last_finite = None  # the last step whose loss was logged finite
+        progress = Progress(name, run_cfg.steps, "steps", start=start, step_prefix=True)
 
         def stop(what: str, done: int, local_batch: dict) -> NonFiniteLossError:
             return _non_finite_error(name, what, done, manager, abstract, context, run_cfg,
@@ -146,6 +160,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                     raise stop(f"loss is {values['loss']}", done, local_batch)
                 last_finite = done
                 writer.write_scalars(done, values)
+                progress.update(done, _summary(values), force=True)
             if saving:
                 fingerprint = fingerprints.tree_fingerprint(state)
                 bad = fingerprints.nonfinite_arrays(fingerprint)
@@ -154,6 +169,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                                done, local_batch)
                 run_checkpoints.save(manager, done, state, iterator.get_state(),
                                      context.model_config, fingerprint)
+                logging.info("%s: checkpoint of step %d in %s", name, done, manager.directory)
                 if on_checkpoint is not None:
                     on_checkpoint(done, state.params)
         manager.wait_until_finished()

@@ -1,0 +1,83 @@
+"""Class-conditional samples laid out one column per class, labelled with the class names the
+model was trained with: what `--config.mode=sample`, the training run's grids and the sampling
+notebook show.
+
+    grid = class_grid.sample(params, model_cfg, classes=(0, 3), per_class=4, seed=0)
+    grid.save("samples.png")   # the PNG and samples.npz beside it; in a notebook `grid` displays
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from srdd_jax import parallel
+from srdd_jax.progress import Progress
+from srdd_jax.sampling import outputs
+from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+
+
+@dataclasses.dataclass
+class ClassGrid:
+    images: np.ndarray  # uint8 (N, H, W, C); row r holds the r-th sample of every column's class
+    labels: np.ndarray  # (N,) int32
+    idx: np.ndarray  # (N, L) token indices, scales concatenated coarse to fine
+    column_names: tuple[str, ...]  # one per column: the class name, or its index if unnamed
+
+    def picture(self) -> Image.Image:
+        return outputs.grid_picture(self.images, len(self.column_names), self.column_names)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows a ClassGrid as its picture, enlarged to about 96 px per image."""
+        picture = self.picture()
+        zoom = max(1, 96 // self.images.shape[1])
+        buffer = io.BytesIO()
+        picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    def save(self, path: str) -> None:
+        """Writes the labelled PNG grid to `path` and images, labels and indices to the `.npz` beside
+        it (local or gs://)."""
+        outputs.save_picture(path, self.picture())
+        outputs.save_samples(os.path.splitext(path)[0] + ".npz", self.images, self.labels, self.idx)
+
+
+def column_names(model_cfg: ml_collections.ConfigDict, classes) -> tuple[str, ...]:
+    """The names in model_cfg.class_names of `classes`, or their indices when the model has none."""
+    names = tuple(model_cfg.get("class_names") or ())
+    return tuple(names[c] if names else str(c) for c in classes)
+
+
+def sample(params: dict, model_cfg: ml_collections.ConfigDict, classes=(), per_class: int = 1,
+           settings: SamplerSettings | None = None, seed: int = 0, batch_size: int = 64,
+           mesh=None, mask: str | None = None) -> ClassGrid:
+    """`per_class` samples of each class in `classes` (default: every class), sampled in batches
+    of `batch_size` (no more than the samples need; the last batch padded, so one program serves
+    all) with a progress line.
+    settings: default SamplerSettings(); mask: overrides the model's attention mask."""
+    num_classes = model_cfg.transformer.num_classes
+    chosen = np.asarray(tuple(classes) or range(num_classes), np.int32)
+    if chosen.min() < 0 or chosen.max() >= num_classes:
+        raise ValueError(f"classes {tuple(chosen.tolist())}: this model has classes 0..{num_classes - 1}")
+    labels = np.tile(chosen, per_class)
+    devices = mesh.size if mesh is not None else 1  # a batch shards evenly over the mesh
+    batch_size = min(batch_size, -(-len(labels) // devices) * devices)
+    sampler = Sampler(model_cfg, settings or SamplerSettings(), mask=mask, mesh=mesh)
+    images, indices = [], []
+    progress = Progress("sampling", len(labels), "images")
+    for start in range(0, len(labels), batch_size):
+        chunk = labels[start:start + batch_size]
+        rng = jax.random.fold_in(jax.random.key(seed), start)
+        out = sampler.sample(params, np.pad(chunk, (0, batch_size - len(chunk))), rng)
+        decoded = sampler.decode(params["tokenizer"], out["f_hat_BhwC"])
+        images.append(parallel.to_host(decoded)[:len(chunk)])  # gathered on every process
+        indices.append(parallel.to_host(out["idx_BL"])[:len(chunk)])
+        progress.update(start + len(chunk))
+    return ClassGrid(outputs.to_uint8(np.concatenate(images)), labels, np.concatenate(indices),
+                     column_names(model_cfg, chosen.tolist()))
