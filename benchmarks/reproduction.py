@@ -1,18 +1,33 @@
-"""The first reproduction: SRDD (Markov mask) against VAR (block-causal mask) on Fashion-MNIST.
+"""The paper's directions on colour data, with seeds: SRDD (Markov mask) against VAR (block-causal).
 
-Both transformers share one tokenizer and have the same size, data order, seed and number of
-steps (`configs/demo.py`); only `model.transformer.mask` differs. Then, for each:
-- held-out NLL per scale (bits per token, the cross-entropy tied to the diffusion ELBO);
-- a CFG sweep: in-domain FID on classifier features (`fid_fmnist`, never called FID) and the class
-  accuracy of class-conditional samples;
-- for `markov` (optionally `var` too), a masked-resampling sweep over threshold x iterations.
+Data: nine icon folders of Debian's `openclipart-png` (`apt-get install openclipart-png`: arrows,
+flags, fruit, map symbols, pictograms, playing cards, road signs, smilies, stars), or any
+`--data_root` with one sub-folder per class. Every tenth image of each class (in sorted order) is
+held out: the models train on the rest, the held-out images give the NLL. Models:
+`configs/image_folder.py` at 32 px (channels, classes and names read from the data). One tokenizer
+is trained and shared; then, for each mask and each training seed, a transformer with the same
+size, steps and data (only the mask and the seed differ).
+
+For every model:
+- held-out NLL per scale (bits per token);
+- a CFG sweep over `--cfg` with the `linear` and the `constant` schedule: in-domain FID on the
+  features of a classifier trained on the same data (`fid_<data>`, never called FID), class
+  accuracy of the samples, precision and recall;
+- a masked-resampling sweep at `--mr_cfg` (linear schedule): thresholds x iterations, with and
+  without `mr_rerun` (the model re-run on the state holding the confident tokens), with the
+  fraction of tokens MR redrew at each scale.
+
+Every table gives mean ± standard deviation over the training seeds (the sampling seed is the
+training seed, so the spread holds both), and calls a difference an effect only when it exceeds
+the sum of the two standard deviations.
 
     pip install -e '.[repro]'
-    python benchmarks/reproduction.py --workdir=workdirs/reproduction
+    python benchmarks/reproduction.py --workdir=workdirs/reproduction          # about 2 h, 2 cores
+    python benchmarks/reproduction.py --workdir=/tmp/repro_quick --quick       # minutes
 
-Defaults take about 40 minutes on 2 CPU cores; `--steps`, `--per_class` etc. make it longer.
 Every stage writes to the workdir and is skipped when its output exists, so an interrupted run
-resumes. Writes `results.json`, `results.md` (the tables) and `plots/*.png`, and prints the JSON.
+resumes. Writes `results.json`, `results.md` (the tables) and `plots/*.png`, and prints the
+tables.
 """
 
 from __future__ import annotations
@@ -29,70 +44,70 @@ import numpy as np
 from absl import logging
 
 from srdd_jax import checkpoints, experiment
+from srdd_jax.data import sources
 from srdd_jax.evaluation import evaluate, likelihood
 from srdd_jax.sampling.sampler import SamplerSettings
 
 MASKS = ("var", "markov")
+OPENCLIPART_ROOT = "/usr/share/openclipart/png"
+OPENCLIPART_CLASSES = (  # class name -> folder under OPENCLIPART_ROOT (read recursively)
+    ("arrows", "shapes/arrows"), ("flags", "signs_and_symbols/flags"), ("fruit", "food/fruit"),
+    ("map_symbols", "signs_and_symbols/map_symbols"), ("pictograms", "transportation/aiga-symbols"),
+    ("playing_cards", "recreation/games/cards"), ("road_signs", "transportation/roadsigns"),
+    ("smilies", "people/smilies"), ("stars", "shapes/stars"))
+HELD_OUT_EVERY = 10  # every tenth image of a class is held out
 
 
-def parse_args() -> argparse.Namespace:
+# ------------------------------------------------------------------------------------ settings
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--workdir", default="workdirs/reproduction")
-    parser.add_argument("--config", default="configs/demo.py")
-    parser.add_argument("--tokenizer_steps", type=int, default=350)
-    parser.add_argument("--steps", type=int, default=500, help="transformer steps, the same for both")
-    parser.add_argument("--per_class", type=int, default=100, help="samples per class per setting")
-    parser.add_argument("--nll_images", type=int, default=10000, help="held-out test images for NLL")
-    parser.add_argument("--cfg", default="0,1,1.5,3,5,10", help="guidance scales (linear schedule)")
-    parser.add_argument("--mr_thresholds", default="0.001,0.01,0.1")
-    parser.add_argument("--mr_iterations", default="0,5,25")
-    parser.add_argument("--mr_masks", default="markov", help="masks that get the MR sweep")
+    parser.add_argument("--data_root", default="", help="one sub-folder per class (default: "
+                        "nine openclipart-png folders)")
+    parser.add_argument("--name", default="", help="the data's name in metric keys (default: "
+                        "openclipart9, or the data_root folder's name)")
+    parser.add_argument("--config", default="configs/image_folder.py")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds, the same for each mask")
+    parser.add_argument("--tokenizer_steps", type=int, default=0, help="0: the config's")
+    parser.add_argument("--steps", type=int, default=0, help="transformer steps (0: the config's)")
+    parser.add_argument("--per_class", type=int, default=50, help="samples per class per setting")
+    parser.add_argument("--cfg", default="0,1,2,3,5,7.5,10", help="guidance scales")
+    parser.add_argument("--schedules", default="linear,constant")
+    parser.add_argument("--mr_cfg", type=float, default=3.0, help="guidance of the MR sweep (linear)")
+    parser.add_argument("--mr_thresholds", default="0.001,0.01,0.05")
+    parser.add_argument("--mr_iterations", default="5,25")
     parser.add_argument("--classifier_steps", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="tiny model, two seeds, a few steps "
+                        "and settings: a smoke run in minutes")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.per_class, args.cfg, args.mr_thresholds, args.mr_iterations = (
+            "0,1", 2, "0,3", "0.05", "2")
+        args.tokenizer_steps, args.steps, args.classifier_steps = 4, 4, 20
+    return args
 
 
-def floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
+def values(text: str, kind=float) -> list:
+    return [kind(x) for x in text.split(",") if x]
 
 
-def base_config(args):
-    spec = importlib.util.spec_from_file_location("repro_config", args.config)
+def base_config(args, train_root: str):
+    path, _, variant = args.config.partition(":")
+    spec = importlib.util.spec_from_file_location("repro_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
-    config.seed = args.seed
-    config.tokenizer_training.steps = args.tokenizer_steps
-    config.training.steps = args.steps
-    config.training.checkpoint_every = args.steps
-    config.evaluate.update(dict(per_class=args.per_class, nll_images=args.nll_images,
-                                classifier_steps=args.classifier_steps,
+    config = module.get_config("tiny" if args.quick else variant)
+    config.data.root = train_root
+    if args.tokenizer_steps:
+        config.tokenizer_training.steps = args.tokenizer_steps
+    if args.steps:
+        config.training.steps = args.steps
+    config.training.checkpoint_every = config.training.steps
+    config.evaluate.update(dict(per_class=args.per_class, classifier_steps=args.classifier_steps,
                                 classifier_dir=os.path.join(args.workdir, "classifier"),
-                                reference_cache=os.path.join(args.workdir, "reference")))
+                                reference_cache=os.path.join(args.workdir, "reference"),
+                                reference_images=0, classifier_images=0))
     return config
-
-
-def train_models(args, config) -> dict:
-    """Trains the shared tokenizer, then one transformer per mask; returns {mask: model dir}."""
-    tok_dir = os.path.join(args.workdir, "tokenizer")
-    timings = {}
-    if not os.path.exists(os.path.join(tok_dir, "model")):
-        start = time.time()
-        experiment.run(_with(config, mode="train_tokenizer"), tok_dir)
-        timings["tokenizer_s"] = time.time() - start
-    dirs = {}
-    for mask in MASKS:
-        run_dir = os.path.join(args.workdir, mask)
-        if not os.path.exists(os.path.join(run_dir, "model")):
-            cfg = _with(config, mode="train")
-            cfg.model.transformer.mask = mask
-            cfg.init.tokenizer = os.path.join(tok_dir, "model")
-            start = time.time()
-            experiment.run(cfg, run_dir)
-            timings[f"train_{mask}_s"] = time.time() - start
-        dirs[mask] = os.path.join(run_dir, "model")
-    logging.info("training times: %s", timings)
-    return dirs
 
 
 def _with(config, **fields):
@@ -101,94 +116,261 @@ def _with(config, **fields):
     return cfg
 
 
-def settings_with(config, **fields) -> SamplerSettings:
-    return dataclasses.replace(SamplerSettings.from_config(config.sample.settings), **fields)
+# ---------------------------------------------------------------------------------------- data
+def openclipart_classes(root: str = OPENCLIPART_ROOT) -> list[tuple[str, list[str]]]:
+    """(class name, sorted image files) of the nine openclipart folders."""
+    if not os.path.isdir(root):
+        raise SystemExit(f"{root} not found: `apt-get install openclipart-png`, or pass --data_root")
+    classes = []
+    for name, folder in OPENCLIPART_CLASSES:
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(os.path.join(root, folder))
+                       for f in names if f.lower().endswith(".png"))
+        classes.append((name, files))
+    return classes
 
 
-def evaluate_models(args, config, dirs: dict) -> dict:
-    """NLL per scale, the CFG sweep and the MR sweep for every mask."""
-    mesh = None
-    images, labels = evaluate.first_images(experiment.load_data(config, config.evaluate.split),
-                                     config.evaluate.reference_images)
+def split_data(classes, destination: str, name: str) -> tuple[str, str]:
+    """Links every class's images into <destination>/<name>/<class>/ (training) and
+    <destination>/<name>_test/<class>/ (every HELD_OUT_EVERY-th image); returns both roots."""
+    train_root, test_root = (os.path.join(destination, n) for n in (name, f"{name}_test"))
+    if os.path.isdir(test_root):
+        return train_root, test_root
+    for class_name, files in classes:
+        for root in (train_root, test_root):
+            os.makedirs(os.path.join(root, class_name), exist_ok=True)
+        for i, path in enumerate(files):
+            root = test_root if i % HELD_OUT_EVERY == 0 else train_root
+            link = os.path.join(root, class_name, f"{i:05d}_{os.path.basename(path)}")
+            os.symlink(os.path.abspath(path), link)
+    return train_root, test_root
+
+
+# ------------------------------------------------------------------------------------ training
+def train_models(args, config) -> dict:
+    """Trains the shared tokenizer, then a transformer per (mask, seed); {(mask, seed): model dir}."""
+    tok_dir = os.path.join(args.workdir, "tokenizer")
+    if not os.path.exists(os.path.join(tok_dir, "model")):
+        experiment.run(_with(config, mode="train_tokenizer"), tok_dir)
+    dirs = {}
+    for mask in MASKS:
+        for seed in values(args.seeds, int):
+            run_dir = os.path.join(args.workdir, f"{mask}_seed{seed}")
+            if not os.path.exists(os.path.join(run_dir, "model")):
+                cfg = _with(config, mode="train", seed=seed)
+                cfg.model.transformer.mask = mask
+                cfg.init.tokenizer = os.path.join(tok_dir, "model")
+                experiment.run(cfg, run_dir)
+            dirs[(mask, seed)] = os.path.join(run_dir, "model")
+    return dirs
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def settings_grid(args, config) -> list[tuple[str, dict]]:
+    """(sweep, sampler settings) of every evaluation of one model."""
+    base = SamplerSettings.from_config(config.sample.settings)
+    grid = [("cfg", dataclasses.replace(base, cfg=scale, cfg_schedule=schedule))
+            for schedule in args.schedules.split(",") for scale in values(args.cfg)]
+    mr_base = dataclasses.replace(base, cfg=args.mr_cfg, cfg_schedule="linear")
+    grid.append(("mr", mr_base))
+    grid += [("mr", dataclasses.replace(mr_base, mr=True, mr_threshold=threshold,
+                                        mr_iterations=iterations, mr_rerun=rerun))
+             for rerun in (False, True) for threshold in values(args.mr_thresholds)
+             for iterations in values(args.mr_iterations, int)]
+    return [(sweep, dataclasses.asdict(s)) for sweep, s in grid]
+
+
+def evaluate_models(args, config, dirs: dict, test_root: str) -> list[dict]:
+    """One record per (model, evaluation), appended to evaluations.jsonl as it ends (a rerun
+    skips the records already there)."""
+    log_path = os.path.join(args.workdir, "evaluations.jsonl")
+    done = []
+    if os.path.exists(log_path):
+        with open(log_path) as f:
+            done = [json.loads(line) for line in f if line.strip()]
+    have = {(r["mask"], r["seed"], r["sweep"], json.dumps(r.get("settings"), sort_keys=True))
+            for r in done}
+    images, labels = evaluate.first_images(experiment.load_data(config), 0)
     classifier = evaluate.load_classifier(config, args.workdir)
-    real = evaluate.real_statistics(config, classifier, images, config.evaluate.reference_cache, mesh)
-    results = dict(classifier_test_accuracy=classifier.test_accuracy, models={})
-    for mask, model_dir in dirs.items():
-        params, model_cfg = checkpoints.load_model(model_dir)
-        cfg = _with(config)
-        cfg.model = model_cfg
-        count = min(args.nll_images, len(labels))
-        nll = likelihood.Likelihood(model_cfg, cfg.evaluate.batch_size).nll(
-            params, images[:count], labels[:count])
-        entry = dict(nll=nll, cfg_sweep=[], mr_sweep=[])
-        for scale in floats(args.cfg):
-            metrics = evaluate.sample_metrics(cfg, params, settings_with(cfg, cfg=scale), classifier,
-                                              real, args.per_class, args.seed)
-            entry["cfg_sweep"].append(dict(cfg=scale, **_scalars(metrics)))
-            logging.info("%s cfg=%s: %s", mask, scale, _scalars(metrics))
-        if mask in args.mr_masks.split(","):
-            for iterations in (int(x) for x in floats(args.mr_iterations)):
-                for threshold in floats(args.mr_thresholds) if iterations else [0.0]:
-                    settings = settings_with(cfg, mr=iterations > 0, mr_threshold=threshold or 0.01,
-                                             mr_iterations=max(iterations, 1))
-                    metrics = evaluate.sample_metrics(cfg, params, settings, classifier, real,
-                                                      args.per_class, args.seed)
-                    entry["mr_sweep"].append(dict(threshold=threshold, iterations=iterations,
-                                                  **_scalars(metrics)))
-                    logging.info("%s MR %s x %d: %s", mask, threshold, iterations, _scalars(metrics))
-        results["models"][mask] = entry
-    return results
+    real = evaluate.real_statistics(config, classifier, images, config.evaluate.reference_cache)
+    test_config = _with(config)
+    test_config.data.root = test_root
+    test_images, test_labels = evaluate.first_images(experiment.load_data(test_config), 0)
+    grid = settings_grid(args, config)
+    with open(log_path, "a") as log:
+        for (mask, seed), model_dir in dirs.items():
+            params, model_cfg = checkpoints.load_model(model_dir)
+            cfg = _with(config)
+            cfg.model = model_cfg
+            todo = [("nll", None)] + grid
+            for sweep, settings in todo:
+                key = (mask, seed, sweep, json.dumps(settings, sort_keys=True))
+                if key in have:
+                    continue
+                start = time.time()
+                if sweep == "nll":
+                    result = likelihood.Likelihood(model_cfg, cfg.evaluate.batch_size).nll(
+                        params, test_images, test_labels)
+                else:
+                    result = _scalars(evaluate.sample_metrics(
+                        cfg, params, SamplerSettings(**_tuples(settings)), classifier, real,
+                        args.per_class, seed))
+                record = dict(mask=mask, seed=seed, sweep=sweep, settings=settings,
+                              seconds=time.time() - start, **result)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                done.append(record)
+                logging.info("%s seed %d %s %s: %s", mask, seed, sweep, _describe(settings),
+                             {k: v for k, v in result.items() if isinstance(v, float)})
+    return done
+
+
+def _tuples(settings: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 
 
 def _scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "compile_s"}
+    keep = ("resampled_per_scale", "tokens_per_scale", "class_accuracy_per_class")
+    return {k: v for k, v in metrics.items()
+            if (isinstance(v, (int, float)) and k != "compile_s") or k in keep}
 
 
-def markdown(results: dict, config) -> str:
-    """The README tables: NLL per scale, the CFG sweep, the MR sweep."""
-    models, fid = results["models"], f"fid_{evaluate.dataset_tag(config)}"
-    pns = list(config.model.patch_nums)
-    lines = ["| mask | NLL bits/token | " + " | ".join(f"scale {p}x{p}" for p in pns) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in pns) + " |"]
-    for mask, entry in models.items():
-        per_scale = " | ".join(f"{v:.3f}" for v in entry["nll"]["bits_per_token_per_scale"])
-        lines.append(f"| {mask} | {entry['nll']['bits_per_token']:.3f} | {per_scale} |")
-    lines += ["", "| CFG | " + " | ".join(f"{m} {fid} | {m} class acc." for m in models) + " |",
-              "| --- | " + " | ".join("--- | ---" for _ in models) + " |"]
-    for i, row in enumerate(next(iter(models.values()))["cfg_sweep"]):
-        picked = [e["cfg_sweep"][i] for e in models.values()]
-        cells = " | ".join(f"{r[fid]:.2f} | {r['class_accuracy']:.3f}" for r in picked)
-        lines.append(f"| {row['cfg']:g} | {cells} |")
-    for mask, entry in models.items():
-        if not entry["mr_sweep"]:
-            continue
-        lines += ["", f"MR sweep ({mask}, cfg {config.sample.settings.cfg:g}):", "",
-                  f"| threshold | iterations | {fid} | class acc. | images/s |",
+def _describe(settings) -> str:
+    if not settings:
+        return ""
+    text = f"cfg {settings['cfg']:g} {settings['cfg_schedule']}"
+    if settings["mr"]:
+        text += (f", MR {settings['mr_threshold']:g} x {settings['mr_iterations']}"
+                 + (" rerun" if settings["mr_rerun"] else ""))
+    return text
+
+
+# --------------------------------------------------------------------------------- aggregation
+def mean_std(xs) -> tuple[float, float]:
+    xs = np.asarray(xs, np.float64)
+    return float(xs.mean()), float(xs.std(ddof=1)) if len(xs) > 1 else 0.0
+
+
+def aggregate(records: list[dict], metric: str) -> dict:
+    """{mask: {'nll': per-scale and total (mean, std), 'cfg': {(schedule, cfg): stats},
+    'mr': {(threshold, iterations, rerun): stats}}} over seeds; stats = {metric: (mean, std),
+    'class_accuracy': ..., 'redrawn_per_scale': [(mean, std)], 'seeds': n}."""
+    out = {}
+    for mask in MASKS:
+        rows = [r for r in records if r["mask"] == mask]
+        nll = [r for r in rows if r["sweep"] == "nll"]
+        entry = {"nll": {"bits_per_token": mean_std([r["bits_per_token"] for r in nll]),
+                         "per_scale": [mean_std(v) for v in zip(*[r["bits_per_token_per_scale"]
+                                                                  for r in nll])],
+                         "seeds": len(nll)}, "cfg": {}, "mr": {}}
+        groups: dict = {}
+        for r in rows:
+            if r["sweep"] == "nll":
+                continue
+            s = r["settings"]
+            key = ((s["cfg_schedule"], s["cfg"]) if r["sweep"] == "cfg" else
+                   (s["mr_threshold"] if s["mr"] else 0.0, s["mr_iterations"] if s["mr"] else 0,
+                    bool(s["mr"] and s["mr_rerun"])))
+            groups.setdefault((r["sweep"], key), []).append(r)
+        for (sweep, key), group in groups.items():
+            stats = {name: mean_std([g[name] for g in group])
+                     for name in (metric, "class_accuracy", "images_per_s")}
+            if all("resampled_per_scale" in g for g in group):
+                fractions = [np.asarray(g["resampled_per_scale"]) / np.asarray(g["tokens_per_scale"])
+                             for g in group]
+                stats["redrawn_per_scale"] = [mean_std(v) for v in zip(*fractions)]
+            stats["seeds"] = len(group)
+            entry[sweep][key] = stats
+        out[mask] = entry
+    return out
+
+
+def is_effect(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """A difference of means larger than the sum of the two standard deviations."""
+    return abs(a[0] - b[0]) > a[1] + b[1]
+
+
+def _pm(stat, digits=2) -> str:
+    return f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
+
+
+def markdown(summary: dict, metric: str, patch_nums, seeds: int) -> str:
+    lines = [f"Mean ± standard deviation over {seeds} training seeds; **bold** marks an effect "
+             "(a difference larger than the sum of the two standard deviations).", "",
+             "Held-out NLL (bits per token), markov against var:", "",
+             "| mask | total | " + " | ".join(f"{p}x{p}" for p in patch_nums) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in patch_nums) + " |"]
+    var, markov = summary["var"]["nll"], summary["markov"]["nll"]
+    for mask, other in (("var", markov), ("markov", var)):
+        entry = summary[mask]["nll"]
+        cells = [_bold(_pm(s, 3), mask == "markov" and is_effect(s, o))
+                 for s, o in zip(entry["per_scale"], other["per_scale"])]
+        total = _bold(_pm(entry["bits_per_token"], 3),
+                      mask == "markov" and is_effect(entry["bits_per_token"], other["bits_per_token"]))
+        lines.append(f"| {mask} | {total} | " + " | ".join(cells) + " |")
+    for schedule in sorted({k[0] for k in summary["var"]["cfg"]}):
+        lines += ["", f"CFG sweep, `{schedule}` schedule ({metric}, lower is better; class "
+                  "accuracy of the samples):", "",
+                  f"| CFG | var {metric} | markov {metric} | var class acc. | markov class acc. |",
                   "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['threshold']:g} | {r['iterations']} | {r[fid]:.2f} | "
-                  f"{r['class_accuracy']:.3f} | {r['images_per_s']:.0f} |" for r in entry["mr_sweep"]]
+        for key in sorted(k for k in summary["var"]["cfg"] if k[0] == schedule):
+            v, m = summary["var"]["cfg"][key], summary["markov"]["cfg"].get(key)
+            if m is None:
+                continue
+            lines.append(f"| {key[1]:g} | {_pm(v[metric])} | {_cell(m[metric], v[metric])} | "
+                         f"{_pm(v['class_accuracy'], 3)} | "
+                         f"{_cell(m['class_accuracy'], v['class_accuracy'], 3)} |")
+    for mask in MASKS:
+        mr = summary[mask]["mr"]
+        base = mr.get((0.0, 0, False))
+        if not base:
+            continue
+        lines += ["", f"Masked resampling, {mask} ({metric}; **bold**: an effect against no MR; "
+                  "tokens redrawn as a share of each scale's tokens, summed over iterations):", "",
+                  f"| threshold | iterations | rerun | {metric} | class acc. | redrawn per scale |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| — | 0 | — | {_pm(base[metric])} | {_pm(base['class_accuracy'], 3)} | — |"]
+        for key in sorted(k for k in mr if k[1]):
+            s = mr[key]
+            redrawn = " ".join(f"{m:.3f}" for m, _ in s.get("redrawn_per_scale", []))
+            lines.append(f"| {key[0]:g} | {key[1]} | {'yes' if key[2] else 'no'} | "
+                         f"{_cell(s[metric], base[metric])} | "
+                         f"{_cell(s['class_accuracy'], base['class_accuracy'], 3)} | {redrawn} |")
     return "\n".join(lines)
 
 
-def plot(results: dict, config, folder: str) -> None:
+def _bold(text: str, bold: bool) -> str:
+    return f"**{text}**" if bold else text
+
+
+def _cell(stat, other, digits=2) -> str:
+    """`stat` as mean ± std, in bold when it differs from `other` by an effect."""
+    return _bold(_pm(stat, digits), is_effect(stat, other))
+
+
+def plot(summary: dict, metric: str, patch_nums, folder: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(folder, exist_ok=True)
-    models, fid = results["models"], f"fid_{evaluate.dataset_tag(config)}"
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for mask, entry in models.items():
-        axes[0].plot(range(len(config.model.patch_nums)), entry["nll"]["bits_per_token_per_scale"],
-                     "o-", label=mask)
-        sweep = entry["cfg_sweep"]
-        axes[1].plot([r["cfg"] for r in sweep], [r[fid] for r in sweep], "o-", label=mask)
-        axes[2].plot([r["cfg"] for r in sweep], [r["class_accuracy"] for r in sweep], "o-", label=mask)
-    axes[0].set_xticks(range(len(config.model.patch_nums)),
-                       [f"{p}x{p}" for p in config.model.patch_nums])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    for mask in MASKS:
+        per_scale = summary[mask]["nll"]["per_scale"]
+        axes[0].errorbar(range(len(patch_nums)), [m for m, _ in per_scale], [s for _, s in per_scale],
+                         marker="o", capsize=3, label=mask)
+        for schedule, style in (("linear", "-"), ("constant", "--")):
+            keys = sorted(k for k in summary[mask]["cfg"] if k[0] == schedule)
+            if not keys:
+                continue
+            stats = [summary[mask]["cfg"][k] for k in keys]
+            for ax, name in ((axes[1], metric), (axes[2], "class_accuracy")):
+                ax.errorbar([k[1] for k in keys], [s[name][0] for s in stats],
+                            [s[name][1] for s in stats], linestyle=style, marker="o", capsize=3,
+                            label=f"{mask}, {schedule}")
+    axes[0].set_xticks(range(len(patch_nums)), [f"{p}x{p}" for p in patch_nums])
     axes[0].set(title="held-out NLL per scale", xlabel="scale", ylabel="bits / token")
-    axes[1].set(title="in-domain FID (classifier features)", xlabel="CFG scale", ylabel=fid)
+    axes[1].set(title="in-domain FID (classifier features)", xlabel="CFG scale", ylabel=metric)
     axes[2].set(title="class accuracy of samples", xlabel="CFG scale", ylabel="accuracy")
     for ax in axes:
         ax.legend()
@@ -196,43 +378,75 @@ def plot(results: dict, config, folder: str) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "nll_and_cfg.png"), dpi=100)
     plt.close(fig)
-    mr = {mask: e["mr_sweep"] for mask, e in models.items() if e["mr_sweep"]}
-    if mr:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for mask, rows in mr.items():
-            for threshold in sorted({r["threshold"] for r in rows if r["iterations"]}):
-                picked = [r for r in rows if r["threshold"] in (threshold, 0.0)]
-                ax.plot([r["iterations"] for r in picked], [r[fid] for r in picked], "o-",
-                        label=f"{mask}, threshold {threshold:g}")
-        ax.set(title="masked resampling", xlabel="MR iterations", ylabel=fid)
-        ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for mask in MASKS:
+        mr = summary[mask]["mr"]
+        for iterations in sorted({k[1] for k in mr if k[1]}):
+            for rerun in (False, True):
+                keys = sorted(k for k in mr if k[1] == iterations and k[2] == rerun)
+                if not keys:
+                    continue
+                label = f"{mask}, {iterations} it.{', rerun' if rerun else ''}"
+                axes[0].errorbar([k[0] for k in keys], [mr[k][metric][0] for k in keys],
+                                 [mr[k][metric][1] for k in keys], marker="o", capsize=3, label=label)
+                largest = keys[-1]
+                if "redrawn_per_scale" in mr[largest]:
+                    axes[1].plot(range(len(patch_nums)), [m for m, _ in mr[largest]["redrawn_per_scale"]],
+                                 marker="o", label=f"{label}, threshold {largest[0]:g}")
+        if (0.0, 0, False) in mr:
+            axes[0].axhline(mr[(0.0, 0, False)][metric][0], linestyle=":", label=f"{mask}, no MR")
+    axes[0].set(title="masked resampling", xlabel="threshold", ylabel=metric, xscale="log")
+    axes[1].set(title="tokens redrawn (share of the scale)", xlabel="scale")
+    axes[1].set_xticks(range(len(patch_nums)), [f"{p}x{p}" for p in patch_nums])
+    for ax in axes:
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(os.path.join(folder, "mr_sweep.png"), dpi=100)
-        plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "mr_sweep.png"), dpi=100)
+    plt.close(fig)
 
 
-def main() -> None:
-    args = parse_args()
-    logging.set_verbosity(logging.INFO)
-    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "xla_cache"))
+# ---------------------------------------------------------------------------------------- main
+def run(args) -> dict:
     os.makedirs(args.workdir, exist_ok=True)
-    config = base_config(args)
+    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "xla_cache"))
+    name = args.name or ("openclipart9" if not args.data_root else
+                         os.path.basename(os.path.normpath(args.data_root)))
+    classes = sources.folder_classes(args.data_root) if args.data_root else openclipart_classes()
+    train_root, test_root = split_data(classes, os.path.join(args.workdir, "data"), name)
+    config = base_config(args, train_root)
     start = time.time()
     dirs = train_models(args, config)
     trained_s = time.time() - start
-    results = evaluate_models(args, config, dirs)
-    results.update(args=vars(args), train_s=trained_s, total_s=time.time() - start,
-                   devices=[str(d) for d in jax.devices()])
+    fitted = experiment.model_for_training(config)  # channels, classes and names from the data
+    records = evaluate_models(args, fitted, dirs, test_root)
+    metric = f"fid_{evaluate.dataset_tag(fitted)}"
+    summary = aggregate(records, metric)
+    seeds = len(values(args.seeds, int))
+    patch_nums = list(fitted.model.patch_nums)
+    results = dict(args=vars(args), data=dict(train=train_root, test=test_root,
+                                              classes=list(fitted.model.class_names)),
+                   metric=metric, seeds=values(args.seeds, int), train_s=trained_s,
+                   total_s=time.time() - start, devices=[str(d) for d in jax.devices()],
+                   summary=_jsonable(summary), records=records)
     with open(os.path.join(args.workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    table = markdown(summary, metric, patch_nums, seeds)
     with open(os.path.join(args.workdir, "results.md"), "w") as f:
-        f.write(markdown(results, config) + "\n")
-    plot(results, config, os.path.join(args.workdir, "plots"))
-    print(json.dumps(results, default=float))
-    print(markdown(results, config))
+        f.write(table + "\n")
+    plot(summary, metric, patch_nums, os.path.join(args.workdir, "plots"))
+    print(table)
+    return results
+
+
+def _jsonable(summary: dict) -> dict:
+    return {mask: {"nll": entry["nll"],
+                   "cfg": [dict(schedule=k[0], cfg=k[1], **v) for k, v in sorted(entry["cfg"].items())],
+                   "mr": [dict(threshold=k[0], iterations=k[1], rerun=k[2], **v)
+                          for k, v in sorted(entry["mr"].items())]}
+            for mask, entry in summary.items()}
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
-    main()
+    logging.set_verbosity(logging.INFO)
+    run(parse_args())

@@ -181,7 +181,16 @@ def transformer_context(config, workdir: str, section: str = "training") -> loop
     check = functools.partial(diagnosis.batch_problems,
                               num_classes=config.model.transformer.num_classes,
                               vocab_size=config.model.tokenizer.vocab_size)
-    return loop.RunContext(section, {"model": config.model.to_dict()}, hint, check)
+    return loop.RunContext(section, {"model": _identity(config.model)}, hint, check)
+
+
+def _identity(model_cfg) -> dict:
+    """The model config without the execution settings (remat, attention kernel), which a resumed
+    run may change: what decides whether a checkpoint belongs to this model."""
+    model = model_cfg.to_dict()
+    model["transformer"] = {k: v for k, v in model["transformer"].items()
+                            if k not in models.EXECUTION_SETTINGS}
+    return model
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -444,10 +453,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         validate_config(config)
     except ValueError as error:
         raise errors.ConfigError(str(error)) from error
+    if config.mode in ("train_tokenizer", "train", "tokenize"):
+        config = model_for_training(config)  # its class names are part of the model
     check_workdir(config, workdir)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local or gs://
-    if config.mode in ("train_tokenizer", "train", "tokenize"):
-        config = model_for_training(config)
     if _is_main():
         (epath.Path(workdir) / "config.json").write_text(
             json.dumps(json.loads(config.to_json_best_effort()), indent=1))
