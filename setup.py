@@ -35,7 +35,7 @@ setup(
         # Plots of benchmarks/reproduction.py.
         "repro": ["matplotlib>=3.8"],
         # papermill runs the colabs/ notebooks in tests/test_colabs.py, on an ipykernel of this Python.
-        "test": ["torch>=2.1", "pytest>=8.0", "ruff>=0.6",
+        "test": ["torch>=2.1", "pytest>=8.0", "ruff>=0.6", "matplotlib>=3.8",
                  "papermill>=2.6", "nbformat>=5.9", "ipykernel>=6.29"],
     },
 )

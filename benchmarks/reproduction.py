@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.per_class, args.cfg, args.mr_thresholds, args.mr_iterations = (
-            "0,1", 2, "0,3", "0.05", "2")
+            "0,1", 4, "0,3", "0.05", "2")
         args.tokenizer_steps, args.steps, args.classifier_steps = 4, 4, 20
     return args
 

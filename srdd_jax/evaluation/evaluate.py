@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import re
-import time
 
 import jax
 import ml_collections
@@ -36,11 +35,10 @@ from jax.sharding import Mesh
 from srdd_jax import experiment
 from srdd_jax.evaluation import classifier as classifier_lib
 from srdd_jax.evaluation import features, likelihood, metrics, precision_recall
-from srdd_jax.progress import Progress
 from srdd_jax.sampling import outputs
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 
-_SAMPLERS: dict = {}  # (model config json, settings, mesh) -> (Sampler, compiled batch sizes)
+_SAMPLERS: dict = {}  # (model config json, settings, mesh) -> Sampler (it keeps its programs)
 _INCEPTION: dict = {}  # (weights, mesh, batch size) -> features.InceptionFeatures
 
 
@@ -124,46 +122,27 @@ def _inception(weights: str, mesh: Mesh | None, batch_size: int) -> features.Inc
     return _INCEPTION[key]
 
 
-def _sampler(model_cfg: ml_collections.ConfigDict, settings: SamplerSettings, mesh: Mesh | None):
+def _sampler(model_cfg: ml_collections.ConfigDict, settings: SamplerSettings,
+             mesh: Mesh | None) -> Sampler:
     key = (json.dumps(model_cfg.to_dict(), sort_keys=True), settings, mesh)
     if key not in _SAMPLERS:
-        _SAMPLERS[key] = (Sampler(model_cfg, settings, mesh=mesh), set())
+        _SAMPLERS[key] = Sampler(model_cfg, settings, mesh=mesh)
     return _SAMPLERS[key]
 
 
 def sample_images(config: ml_collections.ConfigDict, params: dict, settings: SamplerSettings,
                   labels_N: np.ndarray, seed: int, mesh: Mesh | None = None) -> tuple[np.ndarray, dict]:
-    """uint8 (N, H, W, C) samples for (N,) labels in batches of config.evaluate.batch_size, and
-    timing {images_per_s (sampling + decoding), compile_s}. Throughput excludes the first batch
-    of a batch size's first call (its compilation; compile_s is that batch's time); a one-batch
-    first call is timed by running its batch again."""
-    sampler, compiled = _sampler(config.model, settings, mesh)
-    batch = config.evaluate.batch_size
-
-    def run(start):
-        chunk = labels_N[start:start + batch]
-        rng = jax.random.fold_in(jax.random.key(seed), start)
-        out = sampler.sample(params, np.pad(chunk, (0, batch - len(chunk))), rng)
-        return np.asarray(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))[:len(chunk)]
-
-    images, compile_s, timed_n, timed_s = [], 0.0, 0, 0.0
-    progress = Progress("sampling", len(labels_N), "images")
-    for start in range(0, len(labels_N), batch):
-        begin = time.time()
-        images.append(run(start))
-        progress.update(start + len(images[-1]))
-        if batch not in compiled:
-            compile_s = time.time() - begin
-            compiled.add(batch)
-        else:
-            timed_n, timed_s = timed_n + len(images[-1]), timed_s + time.time() - begin
-    if not timed_n:
-        begin = time.time()
-        timed_n, timed_s = len(run(0)), time.time() - begin
+    """uint8 (N, H, W, C) samples for (N,) labels in batches of config.evaluate.batch_size
+    (`Sampler.generate`), and {images_per_s (sampling + decoding, the compiling first batch
+    excluded), compile_s, resampled_per_scale and tokens_per_scale (MR's redraws and all tokens,
+    per sampled scale)}."""
+    sampler = _sampler(config.model, settings, mesh)
+    out = sampler.generate(params, labels_N, jax.random.key(seed), config.evaluate.batch_size)
     logging.info("sampled %d images (%.1f images/s, first batch with compilation %.1fs)",
-                 len(labels_N), timed_n / timed_s, compile_s)
-    return outputs.to_uint8(np.concatenate(images)), dict(
-        images_per_s=timed_n / timed_s, compile_s=compile_s)
+                 len(labels_N), out["images_per_s"], out["compile_s"])
+    return outputs.to_uint8(out["images_NHWC"]), dict(
+        images_per_s=out["images_per_s"], compile_s=out["compile_s"],
+        resampled_per_scale=out["resampled_K"].tolist(), tokens_per_scale=out["tokens_K"].tolist())
 
 
 def sample_metrics(config: ml_collections.ConfigDict, params: dict, settings: SamplerSettings,
@@ -172,7 +151,8 @@ def sample_metrics(config: ml_collections.ConfigDict, params: dict, settings: Sa
     """Samples `per_class` images of every class with `settings` and scores them.
 
     Returns {fid_<tag>, precision_<tag>, recall_<tag>, class_accuracy, class_accuracy_per_class
-    (K floats), classifier_test_accuracy, images, images_per_s, compile_s}, plus
+    (K floats), classifier_test_accuracy, images, images_per_s, compile_s, resampled_per_scale,
+    tokens_per_scale}, plus
     {fid_inception, is_inception, is_inception_std, precision_inception, recall_inception} when
     config.evaluate.inception_weights is set.
     """

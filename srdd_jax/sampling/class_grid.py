@@ -17,8 +17,6 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from srdd_jax import parallel
-from srdd_jax.progress import Progress
 from srdd_jax.sampling import outputs
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 
@@ -58,26 +56,15 @@ def sample(params: dict, model_cfg: ml_collections.ConfigDict, classes=(), per_c
            settings: SamplerSettings | None = None, seed: int = 0, batch_size: int = 64,
            mesh=None, mask: str | None = None) -> ClassGrid:
     """`per_class` samples of each class in `classes` (default: every class), sampled in batches
-    of `batch_size` (no more than the samples need; the last batch padded, so one program serves
-    all) with a progress line.
+    of `batch_size` (no more than the samples need) by `Sampler.generate`, with a progress line.
     settings: default SamplerSettings(); mask: overrides the model's attention mask."""
     num_classes = model_cfg.transformer.num_classes
     chosen = np.asarray(tuple(classes) or range(num_classes), np.int32)
     if chosen.min() < 0 or chosen.max() >= num_classes:
         raise ValueError(f"classes {tuple(chosen.tolist())}: this model has classes 0..{num_classes - 1}")
     labels = np.tile(chosen, per_class)
-    devices = mesh.size if mesh is not None else 1  # a batch shards evenly over the mesh
-    batch_size = min(batch_size, -(-len(labels) // devices) * devices)
+    batch_size = min(batch_size, len(labels))  # (the sampler pads a batch to split over a mesh)
     sampler = Sampler(model_cfg, settings or SamplerSettings(), mask=mask, mesh=mesh)
-    images, indices = [], []
-    progress = Progress("sampling", len(labels), "images")
-    for start in range(0, len(labels), batch_size):
-        chunk = labels[start:start + batch_size]
-        rng = jax.random.fold_in(jax.random.key(seed), start)
-        out = sampler.sample(params, np.pad(chunk, (0, batch_size - len(chunk))), rng)
-        decoded = sampler.decode(params["tokenizer"], out["f_hat_BhwC"])
-        images.append(parallel.to_host(decoded)[:len(chunk)])  # gathered on every process
-        indices.append(parallel.to_host(out["idx_BL"])[:len(chunk)])
-        progress.update(start + len(chunk))
-    return ClassGrid(outputs.to_uint8(np.concatenate(images)), labels, np.concatenate(indices),
+    out = sampler.generate(params, labels, jax.random.key(seed), batch_size)
+    return ClassGrid(outputs.to_uint8(out["images_NHWC"]), labels, out["idx_NL"],
                      column_names(model_cfg, chosen.tolist()))

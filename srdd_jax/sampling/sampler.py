@@ -30,6 +30,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from srdd_jax import models, parallel
+from srdd_jax.progress import Progress
 from srdd_jax.sampling import context, guidance, layout, tokens
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer.model import VAR
@@ -178,6 +179,55 @@ class Sampler:
         if padded != b:
             out = {name: value if name == "resampled_K" else value[:b] for name, value in out.items()}
         return out
+
+    def generate(self, params: dict, labels_N, rng, batch_size: int,
+                 progress_name: str = "sampling") -> dict:
+        """Samples and decodes images for all N labels, `batch_size` at a time (batch k uses
+        fold_in(rng, k * batch_size)). The last batch is padded with rows whose tokens are all
+        forced (so they redraw nothing) and the padding is dropped: one program serves every
+        batch. With a mesh, results are gathered on every process.
+
+        Returns dict with images_NHWC (float32 numpy in [-1, 1]), idx_NL (int32 numpy),
+        resampled_K (int numpy: tokens MR redrew per sampled scale, over all N images),
+        tokens_K (tokens per scale over all N images), compile_s (the first batch, which
+        compiles) and images_per_s (sampling and decoding of the other batches; the first batch
+        again when there is one only).
+        """
+        labels_N = np.asarray(labels_N, np.int32)
+        length, n = self.sequence_length, len(labels_N)
+        images, indices, resampled = [], [], np.zeros(len(self.layout.patch_nums), np.int64)
+        progress = Progress(progress_name, n, "images")
+
+        def run(start):
+            chunk = labels_N[start:start + batch_size]
+            pad = batch_size - len(chunk)
+            known = np.zeros((batch_size, length), bool)
+            known[len(chunk):] = True
+            out = self.sample(params, np.pad(chunk, (0, pad)), jax.random.fold_in(rng, start),
+                              np.zeros((batch_size, length), np.int32), known)
+            decoded = self.decode(params["tokenizer"], out["f_hat_BhwC"])
+            return (parallel.to_host(decoded)[:len(chunk)], parallel.to_host(out["idx_BL"])[:len(chunk)],
+                    np.asarray(out["resampled_K"]))
+
+        timed_n, timed_s, compile_s = 0, 0.0, 0.0
+        for start in range(0, n, batch_size):
+            begin = time.perf_counter()
+            batch_images, batch_idx, batch_resampled = run(start)
+            if start == 0:
+                compile_s = time.perf_counter() - begin
+            else:
+                timed_n, timed_s = timed_n + len(batch_idx), timed_s + time.perf_counter() - begin
+            images.append(batch_images)
+            indices.append(batch_idx)
+            resampled += batch_resampled
+            progress.update(start + len(batch_idx))
+        if not timed_n:
+            begin = time.perf_counter()
+            timed_n, timed_s = len(run(0)[1]), time.perf_counter() - begin
+        return dict(images_NHWC=np.concatenate(images), idx_NL=np.concatenate(indices),
+                    resampled_K=resampled,
+                    tokens_K=np.asarray([n * pn * pn for pn in self.layout.patch_nums], np.int64),
+                    compile_s=compile_s, images_per_s=timed_n / timed_s)
 
     def padded_batch(self, batch_size: int) -> int:
         """The batch the program runs: with a mesh, rounded up to a multiple of the devices the
