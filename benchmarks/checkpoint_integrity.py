@@ -1,5 +1,5 @@
 """What integrity records cost: saving and loading a d16-size model directory (VAR's tokenizer and
-d16 transformer, random float32 weights) with `checkpoints.save_model` / `load_model`, against the
+d16 transformer, random float32 weights) with `saved_models.save_model` / `load_model`, against the
 same orbax calls without the records, and the fingerprint pass alone.
 
 Prints JSON: the parameter count and bytes; the median seconds of the plain orbax save, of the
@@ -43,7 +43,7 @@ def main() -> None:
     import numpy as np
     import orbax.checkpoint as ocp
 
-    from srdd_jax import checkpoints, fingerprints, models
+    from srdd_jax import checkpoints, fingerprints, models, saved_models
 
     cfg = models.model_config(transformer=models.transformer_config(args.depth))
     params = jax.block_until_ready({
@@ -71,9 +71,9 @@ def main() -> None:
     plain_save_s, save_s, plain_restore_s, load_s = [], [], [], []
     for _ in range(args.repeats):
         plain_save_s += timed(plain_save, 1)
-        save_s += timed(lambda: checkpoints.save_model(model_dir, params, cfg, overwrite=True), 1)
+        save_s += timed(lambda: saved_models.save_model(model_dir, params, cfg, overwrite=True), 1)
         plain_restore_s += timed(plain_restore, 1)
-        load_s += timed(lambda: jax.block_until_ready(checkpoints.load_model(model_dir)[0]), 1)
+        load_s += timed(lambda: jax.block_until_ready(saved_models.load_model(model_dir)[0]), 1)
     shutil.rmtree(scratch, ignore_errors=True)
 
     nbytes = sum(x.nbytes for x in leaves)

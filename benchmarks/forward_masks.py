@@ -39,8 +39,9 @@ def measure(mask: str, depth: int, batch: int, repeats: int) -> dict:
     import jax
     import numpy as np
 
-    from srdd_jax import models, scales
+    from srdd_jax import compilation_cache, models, scales
 
+    compilation_cache.enable("off")  # cold compiles only
     cfg = models.model_config(transformer=models.transformer_config(depth=depth, mask=mask))
     module = models.build_transformer(cfg)
     params = jax.block_until_ready(models.init_params(cfg, jax.random.key(0), "transformer"))

@@ -43,9 +43,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from srdd_jax import checkpoints, experiment
-from srdd_jax.data import sources
+from srdd_jax import experiment, saved_models
+from srdd_jax.data import loading, sources
 from srdd_jax.evaluation import evaluate, likelihood
+from srdd_jax.modes import train
+from srdd_jax.modes import workdir as workdir_record
 from srdd_jax.sampling.sampler import SamplerSettings
 
 MASKS = ("var", "markov")
@@ -189,16 +191,16 @@ def evaluate_models(args, config, dirs: dict, test_root: str) -> list[dict]:
             done = [json.loads(line) for line in f if line.strip()]
     have = {(r["mask"], r["seed"], r["sweep"], json.dumps(r.get("settings"), sort_keys=True))
             for r in done}
-    images, labels = evaluate.first_images(experiment.load_data(config), 0)
+    images, labels = evaluate.first_images(loading.load(config.data, config.model), 0)
     classifier = evaluate.load_classifier(config, args.workdir)
     real = evaluate.real_statistics(config, classifier, images, config.evaluate.reference_cache)
     test_config = _with(config)
     test_config.data.root = test_root
-    test_images, test_labels = evaluate.first_images(experiment.load_data(test_config), 0)
+    test_images, test_labels = evaluate.first_images(loading.load(test_config.data, test_config.model), 0)
     grid = settings_grid(args, config)
     with open(log_path, "a") as log:
         for (mask, seed), model_dir in dirs.items():
-            params, model_cfg = checkpoints.load_model(model_dir)
+            params, model_cfg = saved_models.load_model(model_dir)
             cfg = _with(config)
             cfg.model = model_cfg
             todo = [("nll", None)] + grid
@@ -418,7 +420,7 @@ def run(args) -> dict:
     start = time.time()
     dirs = train_models(args, config)
     trained_s = time.time() - start
-    fitted = experiment.model_for_training(config)  # channels, classes and names from the data
+    fitted = workdir_record.with_model(config, train.model_for_training(config))  # from the data
     records = evaluate_models(args, fitted, dirs, test_root)
     metric = f"fid_{evaluate.dataset_tag(fitted)}"
     summary = aggregate(records, metric)

@@ -45,9 +45,10 @@ def measure(mask: str, mr: bool, depth: int, batch: int) -> dict:
     import jax
     import numpy as np
 
-    from srdd_jax import models
+    from srdd_jax import compilation_cache, models
     from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 
+    compilation_cache.enable("off")  # cold compiles only
     cfg = models.model_config(transformer=models.transformer_config(depth=depth, mask=mask))
     params = {"tokenizer": models.init_params(cfg, jax.random.key(0), "tokenizer"),
               "transformer": models.init_params(cfg, jax.random.key(1), "transformer")}

@@ -34,12 +34,13 @@ def measure_step(mask: str, steps: int, batch: int) -> dict:
     import jax
     import numpy as np
 
-    from srdd_jax import models, parallel, scales
+    from srdd_jax import compilation_cache, models, parallel, scales
     from srdd_jax.data import sources
     from srdd_jax.data.pipeline import BatchIterator
     from srdd_jax.training import loop, optimizer
     from srdd_jax.training import steps as train_steps
 
+    compilation_cache.enable("off")  # cold compiles only
     cfg = demo_config()
     cfg.model.transformer.mask = mask
     model = cfg.model

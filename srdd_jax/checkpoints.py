@@ -1,11 +1,12 @@
-"""Model directories: parameters saved with orbax, the model config and an integrity record
-beside them.
+"""Directories of saved parameter trees: arrays saved with orbax, a config and an integrity
+record beside them. Generic over the tree and the config (a JSON dict); `saved_models` gives them
+the model's meaning.
 
-Layout: `params/` (an orbax PyTree checkpoint of {'tokenizer': ..., 'transformer': ...}),
-`model_config.json`, and `integrity.json` ({'config': the model config, 'arrays': the
-parameters' fingerprints, see `fingerprints`}). Loading checks the parameters against the record
-and raises `errors.DamagedCheckpointError` naming the directory and the array when they differ.
-Directories written before integrity records existed load with a warning.
+Layout: `params/` (an orbax PyTree checkpoint), `model_config.json`, and `integrity.json`
+({'config': the config, 'arrays': the arrays' fingerprints, see `fingerprints`}). Loading checks
+the arrays against the record and raises `errors.DamagedCheckpointError` naming the directory and
+the array when they differ. Directories written before integrity records existed load with a
+warning.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ import re
 from collections.abc import Mapping
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from srdd_jax import config_diff, errors, fingerprints, models, parallel
-from srdd_jax.transformer import legacy_layout
+from srdd_jax import config_diff, errors, fingerprints, parallel
 
 CONFIG_FILE = "model_config.json"
 INTEGRITY_FILE = "integrity.json"
@@ -40,20 +39,29 @@ def directory_path(directory) -> epath.Path:
     return path if "://" in os.fspath(path) else path.resolve()
 
 
-def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
-               overwrite: bool = False) -> None:
-    """Writes params, config and integrity record; an existing model directory is replaced only
-    with `overwrite`.
+def refuse_existing(directory: str, flag: str) -> None:
+    """errors.OutputExistsError when `directory` exists (a model, a workdir, anything): for
+    commands that write a new directory and never into an existing one; `flag` names the option
+    to change."""
+    if directory_path(directory).exists():
+        raise errors.OutputExistsError(
+            f"{directory} already exists: this writes a new directory and never into an existing "
+            f"one; choose another {flag}")
+
+
+def save_tree(directory: str, params: dict, config: dict, overwrite: bool = False) -> None:
+    """Writes the arrays, the config and the integrity record; an existing directory is replaced
+    only with `overwrite`.
 
     Every process must call it with the same (global) params: orbax's save and the fingerprint
     are collectives. Only process 0 writes the two JSON files, last, so a directory holding an
-    integrity record holds the parameters it describes.
+    integrity record holds the arrays it describes.
     """
     directory = directory_path(directory)
     if (directory / PARAMS_DIR).exists() and not overwrite:
         raise errors.OutputExistsError(f"{directory} already holds a model: choose a new --out "
                                        "directory")
-    record = {"config": json.loads(json.dumps(cfg.to_dict())),
+    record = {"config": json.loads(json.dumps(config)),
               "arrays": fingerprints.tree_fingerprint(params)}
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
@@ -74,35 +82,11 @@ def _read_json(path: epath.Path, what: str) -> dict:
             "damaged; save or convert the model again") from error
 
 
-def _model_config(raw: dict) -> ml_collections.ConfigDict:
-    raw = dict(raw, patch_nums=tuple(raw["patch_nums"]),
-               tokenizer_patch_nums=tuple(raw.get("tokenizer_patch_nums", ())),
-               class_names=tuple(raw.get("class_names", ())))  # absent in models saved before it
-    raw["tokenizer"] = dict(raw["tokenizer"], ch_mult=tuple(raw["tokenizer"]["ch_mult"]))
-    defaults = models.transformer_config()
-    raw["transformer"] = {**{field: defaults[field] for field in models.EXECUTION_SETTINGS},
-                          **raw["transformer"]}  # fields absent from earlier versions' directories
-    cfg = ml_collections.ConfigDict(raw)
-    models.validate(cfg)
-    return cfg
+def read_config(directory: str) -> dict:
+    """The config saved in `directory`, checked against the one recorded with the arrays.
 
-
-def load_model(directory: str, shardings=None, mesh=None):
-    """Returns (params, cfg), verified against the directory's integrity record.
-
-    `shardings`, a matching tree of jax Shardings, or `mesh` (a `parallel.make_mesh` mesh: the
-    shardings of the logical-axis rules): the arrays are read onto those devices and verified
-    there (a collective: every process must call it), so no device holds a whole FSDP-sharded
-    model. Without either they are read and verified on the host, then come back on the default
-    device (uncommitted, so jit may move them) with one process, and as numpy arrays on each
-    process of a multi-process run.
-
-    Directories written before the transformer's blocks were scanned (per-block `blocks_i`
-    trees) load too: they are verified as written, then their blocks are stacked into the
-    current layout.
-
-    Raises errors.MissingFileError for a directory that is not a model directory, and
-    errors.DamagedCheckpointError for one that does not load or does not match its record.
+    Raises errors.MissingFileError for a directory that is not a complete model directory, and
+    errors.DamagedCheckpointError when the config file is unreadable or was changed.
     """
     directory = directory_path(directory)
     config_path, params_path = directory / CONFIG_FILE, directory / PARAMS_DIR
@@ -113,7 +97,6 @@ def load_model(directory: str, shardings=None, mesh=None):
                 "`model` folder of a finished run, or convert one with python -m srdd_jax.convert "
                 "... --out=DIR")
     raw = _read_json(config_path, "the model config")
-    record = None
     if (directory / INTEGRITY_FILE).exists():
         record = _read_json(directory / INTEGRITY_FILE, "the integrity record")
         changed = config_diff.differing_fields(record["config"], raw, "model",
@@ -123,16 +106,34 @@ def load_model(directory: str, shardings=None, mesh=None):
                 f"{config_path} differs from the config recorded with the parameters in "
                 f"{directory / INTEGRITY_FILE} ({fingerprints.summary(changed)}): restore the "
                 "file, or save the model again")
-    cfg = _model_config(raw)
-    if mesh is not None and shardings is None:
-        shardings = {which: parallel.param_shardings(models.abstract_params(cfg, which), mesh)
-                     for which in ("tokenizer", "transformer")}
-    unstacked = _holds_unstacked_blocks(params_path)
-    params = _restore(params_path, None if unstacked else shardings)
-    if record is None:
+    return raw
+
+
+def tree_metadata(directory: str) -> dict:
+    """Shapes and dtypes of the saved arrays, as plain nested dicts (nothing is read)."""
+    path = directory_path(directory) / PARAMS_DIR
+    with ocp.StandardCheckpointer() as checkpointer:
+        return _metadata_tree(checkpointer, path)
+
+
+def load_tree(directory: str, shardings=None) -> dict:
+    """The saved arrays, verified against the directory's integrity record.
+
+    `shardings`, a matching tree of jax Shardings (for the top-level entries it covers): the
+    arrays are read onto those devices and verified there (a collective: every process must call
+    it). Without it they are read and verified on the host, then come back on the default device
+    (uncommitted, so jit may move them) with one process, and as numpy arrays on each process of
+    a multi-process run. Raises errors.DamagedCheckpointError for arrays that do not load or do
+    not match the record.
+    """
+    directory = directory_path(directory)
+    params_path = directory / PARAMS_DIR
+    params = _restore(params_path, shardings)
+    if not (directory / INTEGRITY_FILE).exists():
         logging.warning("%s has no %s (saved before integrity records): loaded without "
                         "verification", directory, INTEGRITY_FILE)
     else:
+        record = _read_json(directory / INTEGRITY_FILE, "the integrity record")
         problems = fingerprints.mismatches(record["arrays"], fingerprints.tree_fingerprint(params))
         if problems:
             raise errors.DamagedCheckpointError(
@@ -140,15 +141,9 @@ def load_model(directory: str, shardings=None, mesh=None):
                 f"{fingerprints.summary(problems)}. The files are damaged: save or convert the "
                 "model again (for a run's `model` folder, rerunning the training command re-saves "
                 "it from the last checkpoint)")
-    if unstacked:
-        logging.info("%s holds per-block transformer parameters (written before the blocks were "
-                     "scanned): stacked into the current layout on load", directory)
-        params = {**params, "transformer": legacy_layout.stack_blocks(params["transformer"])}
-        if shardings is not None:
-            params = jax.device_put(params, {which: shardings[which] for which in params})
     if shardings is None and jax.process_count() == 1:
         params = jax.device_put(params)
-    return params, cfg
+    return params
 
 
 def _metadata_tree(checkpointer, path: epath.Path) -> dict:
@@ -162,12 +157,6 @@ def _plain(tree):
     if isinstance(tree, Mapping):
         return {name: _plain(value) for name, value in tree.items()}
     return tree
-
-
-def _holds_unstacked_blocks(path: epath.Path) -> bool:
-    with ocp.StandardCheckpointer() as checkpointer:
-        tree = _metadata_tree(checkpointer, path)
-    return legacy_layout.is_unstacked(tree.get("transformer", {}))
 
 
 def _restore(path: epath.Path, shardings):

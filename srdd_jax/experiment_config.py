@@ -38,7 +38,7 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         model=model,
         # True: model.tokenizer.in_channels, model.transformer.num_classes and model.class_names
         # are read from the data at start-up, and model.patch_nums from data.image_size
-        # (srdd_jax/model_for_data.py; configs/image_folder.py). False: the model must agree with
+        # (srdd_jax/data/model_for_data.py; configs/image_folder.py). False: the model must agree with
         # the data, or the run stops at start-up naming the field.
         model_from_data=False,
         # source fashion_mnist | image_folder (root) | tfds: `name` (e.g. sun397, imagenet2012) and

@@ -65,13 +65,19 @@ def main(argv):
     if full_log:
         logging.info("full log (third-party INFO too): %s; --all_logs prints it here", full_log)
     try:
-        experiment.run(_CONFIG.value, _WORKDIR.value)
+        experiment.run(_CONFIG.value, _WORKDIR.value, model_overrides())
     except errors.KnownError as error:
         if _DEBUG.value:
             raise
         logging.flush()
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def model_overrides() -> dict:
+    """The --config.model.* flags given, as {dotted path under config.model: value}."""
+    given = config_flags.get_override_values(flags.FLAGS["config"])
+    return {path[len("model."):]: value for path, value in given.items() if path.startswith("model.")}
 
 
 def _drop_event_loop_noise(unraisable) -> None:

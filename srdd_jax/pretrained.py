@@ -17,7 +17,7 @@ import shutil
 
 from absl import logging
 
-from srdd_jax import checkpoints
+from srdd_jax import checkpoints, saved_models
 
 REPO_ID = "FoundationVision/var"
 TOKENIZER_FILE = "vae_ch160v4096z32.pth"
@@ -75,15 +75,16 @@ def model_dir(name: str, cache: str | None = None) -> str:
     if os.path.isfile(os.path.join(target, checkpoints.CONFIG_FILE)):
         return target
     vae_path, var_path = _download(name, target)
-    from srdd_jax.convert import torch_io, var_checkpoints
+    from srdd_jax import weights_io
+    from srdd_jax.convert import var_checkpoints
 
     logging.info("%s: converting %s and %s (once)", name, vae_path, var_path)
-    cfg, params = var_checkpoints.convert_state_dicts(torch_io.load_state_dict(vae_path, "vae"),
-                                                      torch_io.load_state_dict(var_path, "var"))
+    cfg, params = var_checkpoints.convert_state_dicts(weights_io.load_state_dict(vae_path, "vae"),
+                                                      weights_io.load_state_dict(var_path, "var"))
     # Written beside the target and renamed, so an interrupted conversion leaves no half model.
     partial = f"{target}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    checkpoints.save_model(partial, params, cfg)
+    saved_models.save_model(partial, params, cfg)
     try:
         os.rename(partial, target)
     except OSError:  # another process converted it meanwhile
@@ -102,9 +103,9 @@ def resolve(name_or_dir: str, cache: str | None = None) -> str:
 
 def load(name_or_dir: str, cache: str | None = None, shardings=None):
     """(params, model_cfg) of a released name (see the module docstring) or of a model directory.
-    `shardings` places the arrays as in `checkpoints.load_model`."""
+    `shardings` places the arrays as in `saved_models.load_model`."""
     directory = resolve(name_or_dir, cache)
     if "://" not in directory and not os.path.isdir(directory):
         raise FileNotFoundError(f"{name_or_dir!r} is neither a released model name ({', '.join(NAMES)}) "
                                 "nor a model directory")
-    return checkpoints.load_model(directory, shardings)
+    return saved_models.load_model(directory, shardings)

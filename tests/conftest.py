@@ -48,7 +48,7 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def reference():
     """The fixture's config.json, io.npz arrays (NCHW as saved) and raw state dicts."""
-    from srdd_jax.convert import torch_io
+    from srdd_jax import weights_io
 
     folder = require(reference_dir())
     with open(folder / "config.json") as f:
@@ -58,8 +58,8 @@ def reference():
         folder=folder,
         config=config,
         io=io,
-        vae_sd=torch_io.load_state_dict(str(folder / "vae.pth"), "vae"),
-        var_sd=torch_io.load_state_dict(str(folder / "var.pth"), "var"),
+        vae_sd=weights_io.load_state_dict(str(folder / "vae.pth"), "vae"),
+        var_sd=weights_io.load_state_dict(str(folder / "var.pth"), "var"),
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT, cli_env, garble, truncate
 from jax.sharding import NamedSharding, PartitionSpec
 
-from srdd_jax import checkpoints, errors, experiment_config, fingerprints, parallel
+from srdd_jax import errors, experiment_config, fingerprints, parallel, saved_models
 from srdd_jax.data import tokens
 
 
@@ -67,20 +67,20 @@ def test_model_directory_with_garbled_values_is_refused_naming_the_array(tmp_pat
     cfg = experiment_config.tiny_model()
     params = {"transformer": {"head": {"kernel": np.random.default_rng(1).normal(
         size=(512, 1024)).astype(np.float32)}}}
-    checkpoints.save_model(str(tmp_path / "model"), params, cfg)
-    loaded, _ = checkpoints.load_model(str(tmp_path / "model"))
+    saved_models.save_model(str(tmp_path / "model"), params, cfg)
+    loaded, _ = saved_models.load_model(str(tmp_path / "model"))
     np.testing.assert_array_equal(loaded["transformer"]["head"]["kernel"],
                                   params["transformer"]["head"]["kernel"])
     garble(tmp_path / "model" / "params", size=64)  # inside the array's bytes: other values
     with pytest.raises(errors.DamagedCheckpointError,
                        match=r"model/params does not match its integrity record: "
                              r"transformer/head/kernel: checksum [0-9a-f]{16}, recorded"):
-        checkpoints.load_model(str(tmp_path / "model"))
+        saved_models.load_model(str(tmp_path / "model"))
 
 
 def test_model_directory_without_files_names_them(tmp_path):
     with pytest.raises(errors.MissingFileError, match=r"nothing/model_config\.json not found"):
-        checkpoints.load_model(str(tmp_path / "nothing"))
+        saved_models.load_model(str(tmp_path / "nothing"))
 
 
 def test_token_cache_is_verified_when_loaded(tmp_path):

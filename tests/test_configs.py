@@ -9,6 +9,7 @@ from conftest import REPO_ROOT
 from ml_collections import config_flags
 
 from srdd_jax import models
+from srdd_jax.modes import validation
 
 # Parameter counts of the released checkpoints (buffers excluded), from var_reference.md §2.1/§3.1.
 RELEASED = {"d16": 310_283_520, "d20": 600_917_136, "d24": 1_033_399_360,
@@ -44,23 +45,21 @@ def test_unknown_variant_is_named():
                                   "image_folder"])
 @pytest.mark.parametrize("variant", ["", "tiny"])
 def test_experiment_configs_validate(name, variant):
-    from srdd_jax import experiment
 
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
     flag_values(["test", f"--config={REPO_ROOT / 'configs' / name}.py:{variant}"])
-    experiment.validate_config(flag_values.config)
+    validation.validate_config(flag_values.config)
 
 
 @pytest.mark.parametrize("variant", ["", "tiny", "64", "128", "256"])
 def test_image_folder_variants_make_images_of_their_size(variant):
-    from srdd_jax import experiment
 
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
     flag_values(["test", f"--config={REPO_ROOT / 'configs' / 'image_folder.py'}:{variant}"])
     cfg = flag_values.config
-    experiment.validate_config(cfg)
+    validation.validate_config(cfg)
     assert cfg.model_from_data and cfg.data.source == "image_folder"
     expected = {"": 32, "tiny": 16}.get(variant) or int(variant)
     assert models.build_tokenizer(cfg.model).image_size == cfg.data.image_size == expected

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, manifests_path, require
 
-from srdd_jax import checkpoints, models
-from srdd_jax.convert import mapping, torch_io, var_checkpoints
+from srdd_jax import models, saved_models, weights_io
+from srdd_jax.convert import mapping, var_checkpoints
 
 PN_256 = models.PATCH_NUMS_256
 
@@ -93,9 +93,9 @@ def test_corrupt_and_missing_files_give_clear_errors(reference, tmp_path):
     truncated = tmp_path / "var_truncated.pth"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt or incomplete"):
-        torch_io.load_state_dict(str(truncated), "var")
+        weights_io.load_state_dict(str(truncated), "var")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        torch_io.load_state_dict(str(tmp_path / "nope.pth"), "var")
+        weights_io.load_state_dict(str(tmp_path / "nope.pth"), "var")
 
 
 def test_training_checkpoint_layout_is_unwrapped(reference, tmp_path):
@@ -105,7 +105,7 @@ def test_training_checkpoint_layout_is_unwrapped(reference, tmp_path):
                                                       for k, v in reference["var_sd"].items()}}}
     path = tmp_path / "ar-ckpt-last.pth"
     torch.save(wrapped, path)
-    sd = torch_io.load_state_dict(str(path), "var")
+    sd = weights_io.load_state_dict(str(path), "var")
     np.testing.assert_array_equal(sd["head.weight"], reference["var_sd"]["head.weight"])
 
 
@@ -116,11 +116,21 @@ def test_convert_command_round_trip(reference, converted, tmp_path):
     cmd = [sys.executable, "-m", "srdd_jax.convert", f"--vae={folder / 'vae.pth'}",
            f"--var={folder / 'var.pth'}", f"--out={out}", "--mask=markov"]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
-    params, cfg = checkpoints.load_model(str(out))
+    params, cfg = saved_models.load_model(str(out))
     assert cfg.transformer.mask == "markov"
     _, expected = converted
     assert jax.tree.structure(params) == jax.tree.structure(expected)
     jax.tree.map(lambda got, want: np.testing.assert_array_equal(np.asarray(got), want),
                  params, expected)
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert second.returncode != 0 and "already holds a model" in second.stderr
+    assert second.returncode != 0 and "already exists" in second.stderr
+    # Any existing directory is refused before anything is read (here: no such .pth).
+    workdir = tmp_path / "a_workdir"
+    workdir.mkdir()
+    (workdir / "config.json").write_text("{}")
+    refused = subprocess.run([sys.executable, "-m", "srdd_jax.convert", "--vae=missing.pth",
+                              f"--out={workdir}"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert refused.returncode != 0 and f"{workdir} already exists" in refused.stderr
+    assert "missing.pth" not in refused.stderr
+    assert (workdir / "config.json").read_text() == "{}"

@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 from test_training import Recorder, _config, _synthetic_source
 
-from srdd_jax import experiment, models, parallel
-from srdd_jax.data import sources, tokens
+from srdd_jax import models, parallel
+from srdd_jax.data import loading, sources, tokens
 from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.modes import tokenize, train, validation
 from srdd_jax.training import loop, optimizer, steps
 
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -56,15 +57,19 @@ def _tfds_config(data_dir, **data):
     return cfg
 
 
+def _load(cfg):
+    return loading.load(cfg.data, cfg.model)
+
+
 def test_tfds_in_memory_source(tiny_tfds):
-    data = experiment.load_data(_tfds_config(tiny_tfds))
+    data = _load(_tfds_config(tiny_tfds))
     assert isinstance(data, sources.Source) and data.class_names == ("even", "odd")
     assert data.images.shape == (NUM_IMAGES - 1, 16, 16, 1) and len(data.skipped) == 1
     assert data.images.dtype == np.uint8 and set(data.labels) == {0, 1}
 
 
 def test_tfds_stream_is_deterministic_resumable_and_skips_unreadable(tiny_tfds):
-    stream = experiment.load_data(_tfds_config(tiny_tfds, max_in_memory_mb=0.0))
+    stream = _load(_tfds_config(tiny_tfds, max_in_memory_mb=0.0))
     assert not isinstance(stream, sources.Source) and stream.num_examples == NUM_IMAGES
     first = stream.batches(4, seed=3)
     assert first.steps_per_epoch == 5
@@ -92,15 +97,15 @@ def test_tfds_stream_is_deterministic_resumable_and_skips_unreadable(tiny_tfds):
 def test_tfds_errors_name_the_field_and_the_fix(tiny_tfds, tmp_path):
     cfg = _tfds_config(tiny_tfds, name="")
     with pytest.raises(ValueError, match=r"config\.data\.name is empty"):
-        experiment.validate_config(cfg)
+        validation.validate_config(cfg)
     with pytest.raises(ValueError, match="not a dataset known to tensorflow-datasets"):
-        experiment.load_data(_tfds_config(tiny_tfds, name="no_such_dataset_xyz"))
+        _load(_tfds_config(tiny_tfds, name="no_such_dataset_xyz"))
     with pytest.raises(ValueError, match=r"config\.data\.split='validation'.*splits train"):
-        experiment.load_data(_tfds_config(tiny_tfds, split="validation"))
+        _load(_tfds_config(tiny_tfds, split="validation"))
     with pytest.raises(ValueError, match=r"needs a manual download: set config\.data\.manual_dir"):
-        experiment.load_data(_tfds_config(str(tmp_path), name="imagenet2012"))
+        _load(_tfds_config(str(tmp_path), name="imagenet2012"))
     with pytest.raises(ValueError, match=r"config\.data\.manual_dir='/nonexistent' does not exist"):
-        experiment.load_data(_tfds_config(str(tmp_path), name="imagenet2012",
+        _load(_tfds_config(str(tmp_path), name="imagenet2012",
                                           manual_dir="/nonexistent"))
 
 
@@ -117,11 +122,11 @@ def test_new_bad_config_values_are_named(field, value, message):
         node = node[name]
     node[rest[-1]] = value
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        experiment.validate_config(cfg)
+        validation.validate_config(cfg)
     cfg = _config(mode="sample")
     cfg.training.cached_tokens = "tokens/train"
     with pytest.raises(ValueError, match=r"config\.training\.cached_tokens is only read by mode=train"):
-        experiment.validate_config(cfg)
+        validation.validate_config(cfg)
 
 
 def _tokenizer(cfg, seed=7):
@@ -134,7 +139,7 @@ def test_cached_tokens_give_the_image_loss_and_refuse_other_tokenizers(tmp_path)
     mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
     source = _synthetic_source(n=20)
     tok_params = _tokenizer(cfg)
-    directory = experiment.tokenize(cfg, str(tmp_path), mesh, source, tok_params)
+    directory = tokenize.tokenize(cfg, str(tmp_path), mesh, source, tok_params)
     assert directory == str(tmp_path / "tokens" / "train")
     cache = tokens.load_cache(directory)
     assert cache.tokens.shape == (20, 21) and cache.tokens.dtype == np.int16
@@ -152,7 +157,7 @@ def test_cached_tokens_give_the_image_loss_and_refuse_other_tokenizers(tmp_path)
         recorder = Recorder()
         loop.train("transformer", run, str(tmp_path / name), mesh, iterator,
                    lambda rng: models.init_params(cfg.model, rng, "transformer"), tx, step, cfg.seed,
-                   experiment.transformer_context(cfg, str(tmp_path)), frozen=(tok_params,),
+                   train.transformer_context(cfg, str(tmp_path)), frozen=(tok_params,),
                    frozen_shardings=(parallel.replicated(mesh),), writer=recorder)
         losses[name] = [recorder.scalars[s]["loss"] for s in (1, 2)]
     assert losses["tokens"] == pytest.approx(losses["images"], abs=1e-6)

@@ -5,8 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from srdd_jax import checkpoints, experiment, experiment_config, models
+from srdd_jax import experiment, experiment_config, models, saved_models
 from srdd_jax.data import sources
+from srdd_jax.modes import validation
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.training import distill, optimizer, steps
 
@@ -71,12 +72,12 @@ def test_bad_subset_names_the_field(subset):
     cfg.mode, cfg.distill.patch_nums = "distill", subset
     cfg.training.batch_size = cfg.tokenizer_training.batch_size = cfg.distill.batch_size = 8
     with pytest.raises(ValueError, match=r"config\.distill\.patch_nums"):
-        experiment.validate_config(cfg)
+        validation.validate_config(cfg)
 
 
 def test_distill_mode_writes_a_samplable_student(tmp_path, monkeypatch):
     cfg, params = _teacher()
-    checkpoints.save_model(str(tmp_path / "teacher"), params, cfg)
+    saved_models.save_model(str(tmp_path / "teacher"), params, cfg)
     rng = np.random.default_rng(0)
     source = sources.Source(rng.integers(0, 256, (32, 16, 16, 1)).astype(np.uint8),
                             (np.arange(32) % 10).astype(np.int32), tuple("abcdefghij"))
@@ -88,7 +89,7 @@ def test_distill_mode_writes_a_samplable_student(tmp_path, monkeypatch):
     config.sample.per_class, config.sample.batch_size = 1, 8  # 8 host devices
     workdir = tmp_path / "run"
     experiment.run(config, str(workdir))
-    student, student_cfg = checkpoints.load_model(str(workdir / "student"))
+    student, student_cfg = saved_models.load_model(str(workdir / "student"))
     assert student_cfg.patch_nums == (1, 4) and student_cfg.tokenizer_patch_nums == (1, 2, 4)
     assert student["transformer"]["pos_embed"].shape[0] == 17
     assert (workdir / "samples" / "student.png").is_file() and (workdir / "distill").is_dir()

@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from srdd_jax import checkpoints, experiment, experiment_config, models, parallel, scales
+from srdd_jax import experiment, experiment_config, models, parallel, saved_models, scales
 from srdd_jax.data import sources
 from srdd_jax.evaluation import classifier, evaluate, features, likelihood
+from srdd_jax.modes import validation
 from srdd_jax.sampling.sampler import SamplerSettings
 from srdd_jax.tokenizer.vqvae import VQVAE
 
@@ -112,7 +113,7 @@ def test_bad_evaluate_fields_are_named():
         if field == "pr_k":
             bad.evaluate.per_class = 2
         with pytest.raises(ValueError, match=message):
-            experiment.validate_config(bad)
+            validation.validate_config(bad)
 
 
 def test_evaluate_mode_end_to_end(fmnist, tmp_path):
@@ -122,7 +123,7 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     config.evaluate.update(dict(per_class=2, batch_size=10, reference_images=300))
     config.sample.settings.cfg = 2.0
     _, params = _random_model("markov")
-    checkpoints.save_model(str(tmp_path / "model"), params, config.model)
+    saved_models.save_model(str(tmp_path / "model"), params, config.model)
     config.mode = "evaluate"
     experiment.run(config, str(tmp_path))
     with open(tmp_path / "evaluate" / "report.json") as f:

@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO_ROOT, cli_env, info_lines_from
 from PIL import Image
 
-from srdd_jax import experiment_config, model_for_data, scales
-from srdd_jax.data import sources
+from srdd_jax import experiment_config, scales
+from srdd_jax.data import model_for_data, sources
 from srdd_jax.sampling import outputs
 
 CLASSES = ("apple", "grass", "sky")

@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import REPO_ROOT, cli_env, garble
 
-from srdd_jax import checkpoints
+from srdd_jax import saved_models
 
 # jax.distributed's shutdown barrier waits up to 5 minutes for the other process; before the fix
 # process 1 finished, then waited there while process 0 hung in a save only it had entered.
@@ -69,7 +69,7 @@ def test_two_processes_save_the_model_and_resume(tiny_demo_workdir, tmp_path):
         assert status == 0, log[-5000:]
         assert "(2 processes)" in log
     assert abs(first[0][2] - first[1][2]) < SHUTDOWN_TIMEOUT_S / 5  # nobody waited at shutdown
-    params, cfg = checkpoints.load_model(str(workdir / "model"))  # verified against its record
+    params, cfg = saved_models.load_model(str(workdir / "model"))  # verified against its record
     assert set(params) == {"tokenizer", "transformer"} and cfg.transformer.depth == 2
     assert sorted(p.name for p in (workdir / "transformer").iterdir()) == ["2", "4"]
 
@@ -83,4 +83,4 @@ def test_two_processes_save_the_model_and_resume(tiny_demo_workdir, tmp_path):
         assert "moved it to" in log and "transformer: resumed from step 2" in log
     assert (workdir / "damaged" / "transformer" / "4").is_dir()
     assert sorted(p.name for p in (workdir / "transformer").iterdir()) == ["2", "4"]
-    checkpoints.load_model(str(workdir / "model"))
+    saved_models.load_model(str(workdir / "model"))

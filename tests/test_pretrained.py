@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, cli_env
 
-from srdd_jax import checkpoints, pretrained
+from srdd_jax import pretrained, saved_models
 
 LOAD = ("from srdd_jax import pretrained; params, cfg = pretrained.load('var_d16'); "
         "print('LOADED', cfg.transformer.depth, cfg.transformer.num_classes, tuple(cfg.patch_nums))")
@@ -29,7 +29,7 @@ def test_load_converts_once_then_needs_neither_torch_nor_the_hub(tiny_var_hub, c
     depth, num_classes = converted[0].transformer.depth, converted[0].transformer.num_classes
     assert f"LOADED {depth} {num_classes} (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)" in first.stdout
     # The converted model in the cache equals the direct conversion of the same files.
-    params, cfg = checkpoints.load_model(str(tmp_path / "cache" / "var_d16"))
+    params, cfg = saved_models.load_model(str(tmp_path / "cache" / "var_d16"))
     expected_cfg, expected = converted
     assert json.dumps(cfg.to_dict(), sort_keys=True) == json.dumps(expected_cfg.to_dict(), sort_keys=True)
     jax.tree.map(lambda got, want: np.testing.assert_array_equal(np.asarray(got), want), params, expected)

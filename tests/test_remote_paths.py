@@ -15,7 +15,8 @@ import tensorflow as tf
 from etils.epath import backend
 from PIL import Image
 
-from srdd_jax import checkpoints, experiment, experiment_config
+from srdd_jax import experiment, experiment_config, saved_models
+from srdd_jax.modes import workdir as workdir_record
 from srdd_jax.sampling import outputs
 
 
@@ -63,16 +64,17 @@ def test_grid_and_samples_written_to_gs(bucket):
     np.testing.assert_array_equal(npz["labels"], np.arange(6))
 
 
-def test_run_writes_config_json_to_gs(bucket):
+def test_modes_record_their_config_on_gs_and_name_missing_models(bucket):
     config = experiment_config.base_config(experiment_config.tiny_model())
-    config.mode, config.init.model = "sample", f"{bucket}/no_model"
-    # The config is written first; loading the missing model then fails with its gs:// path.
+    config.mode = "sample"
+    workdir_record.record(f"{bucket}/run", config)
+    assert '"mode": "sample"' in _read(f"{bucket}/run/config_sample.json").decode()
+    config.init.model = f"{bucket}/no_model"
     with pytest.raises(FileNotFoundError, match=f"{bucket}/no_model/model_config.json"):
-        experiment.run(config, f"{bucket}/run")
-    assert '"mode": "sample"' in _read(f"{bucket}/run/config.json").decode()
+        experiment.run(config, f"{bucket}/run2")
 
 
 def test_model_directory_on_gs_keeps_its_uri(bucket):
     tf.io.gfile.makedirs(_ram(f"{bucket}/model/params"))
     with pytest.raises(FileExistsError, match=f"{bucket}/model already holds a model"):
-        checkpoints.save_model(f"{bucket}/model", {}, experiment_config.tiny_model())
+        saved_models.save_model(f"{bucket}/model", {}, experiment_config.tiny_model())

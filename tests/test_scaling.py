@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, cli_env
 
-from srdd_jax import checkpoints, compilation_cache, experiment_config, models, scales
+from srdd_jax import checkpoints, compilation_cache, experiment_config, losses, models, saved_models, scales
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.training import optimizer, steps
 from srdd_jax.transformer import attention, legacy_layout
@@ -177,20 +177,20 @@ def _unstack_blocks(transformer_params: dict, depth: int) -> dict:
 
 
 def test_model_directory_in_the_per_block_layout_still_samples(tiny_demo_workdir, tmp_path):
-    params, cfg = checkpoints.load_model(tiny_demo_workdir / "model")
+    params, cfg = saved_models.load_model(tiny_demo_workdir / "model")
     params = jax.device_get(params)
     old = {"tokenizer": params["tokenizer"],
            "transformer": _unstack_blocks(params["transformer"], cfg.transformer.depth)}
     assert legacy_layout.is_unstacked(old["transformer"])
     old_dir = tmp_path / "old_model"
-    checkpoints.save_model(str(old_dir), old, cfg)
+    saved_models.save_model(str(old_dir), old, cfg)
     raw = json.loads((old_dir / checkpoints.CONFIG_FILE).read_text())
     for field in ("remat", "attention"):  # fields that did not exist then
         del raw["transformer"][field]
     (old_dir / checkpoints.CONFIG_FILE).write_text(json.dumps(raw))
     (old_dir / checkpoints.INTEGRITY_FILE).unlink()  # nor did integrity records
 
-    loaded, loaded_cfg = checkpoints.load_model(str(old_dir))
+    loaded, loaded_cfg = saved_models.load_model(str(old_dir))
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
     assert loaded_cfg.transformer.remat == models.DEFAULT_REMAT
     workdir = tmp_path / "sample_old"
@@ -216,7 +216,7 @@ def test_cross_entropy_matches_one_hot_label_smoothing():
     for smoothing in (0.0, 0.1):
         reference = optax.softmax_cross_entropy(
             logits, optax.smooth_labels(jax.nn.one_hot(targets, 11), smoothing))
-        np.testing.assert_allclose(steps.cross_entropy(logits, targets, smoothing), reference,
+        np.testing.assert_allclose(losses.cross_entropy(logits, targets, smoothing), reference,
                                    atol=1e-5)
 
 
@@ -230,8 +230,8 @@ def test_parameters_are_created_and_loaded_directly_in_their_shardings(tmp_path)
               for w in ("tokenizer", "transformer")}
     kernel = params["transformer"]["blocks"]["ffn"]["fc1"]["kernel"]
     assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // fsdp
-    checkpoints.save_model(str(tmp_path / "m"), jax.device_get(params), cfg)
-    loaded, _ = checkpoints.load_model(str(tmp_path / "m"), mesh=mesh)
+    saved_models.save_model(str(tmp_path / "m"), jax.device_get(params), cfg)
+    loaded, _ = saved_models.load_model(str(tmp_path / "m"), mesh=mesh)
     kernel = loaded["transformer"]["blocks"]["ffn"]["fc1"]["kernel"]
     assert len(kernel.sharding.device_set) == 8
     assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // fsdp

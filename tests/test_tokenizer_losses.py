@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from test_training import Recorder, _synthetic_source
 
-from srdd_jax import experiment, experiment_config, parallel
+from srdd_jax import experiment_config, parallel
 from srdd_jax.data.pipeline import BatchIterator
-from srdd_jax.tokenizer import perceptual
-from srdd_jax.training import loop, steps, tokenizer_losses
+from srdd_jax.modes import train, validation
+from srdd_jax.training import loop, perceptual, steps, tokenizer_losses
 
 CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 
@@ -96,7 +96,7 @@ def _config(**tokenizer_training):
 ])
 def test_bad_tokenizer_loss_fields_are_named(field, value, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        experiment.validate_config(_config(**{field: value}))
+        validation.validate_config(_config(**{field: value}))
 
 
 def _train(cfg, workdir, steps):
@@ -107,7 +107,7 @@ def _train(cfg, workdir, steps):
     writer = Recorder()
     params = loop.train("tokenizer", run, str(workdir), mesh,
                         BatchIterator(_synthetic_source(), run.batch_size, cfg.seed), boxed_init, tx,
-                        step, cfg.seed, experiment.tokenizer_context(cfg), frozen=frozen,
+                        step, cfg.seed, train.tokenizer_context(cfg), frozen=frozen,
                         frozen_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), frozen),
                         writer=writer)
     return params, writer.scalars, boxed_init
@@ -116,7 +116,7 @@ def _train(cfg, workdir, steps):
 def test_perceptual_term_in_the_step(tmp_path):
     np.savez(tmp_path / "lpips.npz", **_state_dict())
     cfg = _config(perceptual_weight=0.5, lpips_weights=str(tmp_path / "lpips.npz"))
-    experiment.validate_config(cfg)
+    validation.validate_config(cfg)
     boxed_init, tx, step, frozen = tokenizer_losses.build(cfg.model, cfg.tokenizer_training)
     state = jax.jit(steps.unboxed_init(boxed_init, tx))(jax.random.key(0))
     assert set(state.params) == {"tokenizer"}
@@ -146,7 +146,7 @@ def test_adversarial_step_trains_the_discriminator_and_resumes(tmp_path, caplog)
     cfg.tokenizer_training.steps = 3  # the mode's entry point restores both and returns the tokenizer
     with caplog.at_level(logging.INFO):
         mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
-        tokenizer = experiment.train_tokenizer(cfg, str(tmp_path), mesh, _synthetic_source())
+        tokenizer = train.train_tokenizer(cfg, str(tmp_path), mesh, _synthetic_source())
     assert "tokenizer: resumed from step 2" in caplog.text
     assert set(tokenizer) == set(params["tokenizer"])
     assert (tmp_path / "samples" / "tokenizer_reconstructions.png").is_file()

@@ -14,9 +14,10 @@ from clu import metric_writers
 from conftest import REPO_ROOT, cli_env, garble, info_lines_from, truncate
 from PIL import Image
 
-from srdd_jax import errors, experiment, experiment_config, models, parallel
+from srdd_jax import errors, experiment_config, models, parallel
 from srdd_jax.data import sources
 from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.modes import train, validation
 from srdd_jax.training import loop, optimizer, steps
 
 
@@ -94,7 +95,7 @@ def _train_transformer(cfg, workdir, mesh, writer, kill_at=None):
         lambda rng: models.init_params(cfg.model, rng, "transformer"), tx,
         steps.make_transformer_step(models.build_transformer(cfg.model),
                                     models.build_tokenizer(cfg.model), tx),
-        cfg.seed, experiment.transformer_context(cfg, str(workdir)), frozen=(tok_params,),
+        cfg.seed, train.transformer_context(cfg, str(workdir)), frozen=(tok_params,),
         frozen_shardings=(tok_shardings,), writer=writer, on_checkpoint=on_checkpoint)
 
 
@@ -141,7 +142,7 @@ def test_image_folder_skips_and_counts_corrupt_images(tmp_path):
     cfg.tokenizer_training.steps = 2
     cfg.tokenizer_training.batch_size = 8
     mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
-    params = experiment.train_tokenizer(cfg, str(tmp_path / "run"), mesh, data)
+    params = train.train_tokenizer(cfg, str(tmp_path / "run"), mesh, data)
     assert np.isfinite(np.asarray(jax.tree.leaves(params)[0])).all()
 
 
@@ -287,7 +288,7 @@ def test_bad_config_values_are_named(field, value, message):
         node = node[name]
     node[leaf] = value
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        experiment.validate_config(cfg)
+        validation.validate_config(cfg)
 
 
 def test_optimizer_recipe():

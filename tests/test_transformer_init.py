@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from srdd_jax import checkpoints, experiment, experiment_config, models
+from srdd_jax import experiment_config, models, saved_models
+from srdd_jax.modes import train, validation
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +16,16 @@ def ten_class_model(tmp_path_factory):
     cfg = experiment_config.tiny_model(num_classes=10)
     params = {"transformer": nn.unbox(models.init_params(cfg, jax.random.key(1), "transformer"))}
     directory = tmp_path_factory.mktemp("ten_classes") / "model"
-    checkpoints.save_model(directory, jax.device_get(params), cfg)
+    saved_models.save_model(directory, jax.device_get(params), cfg)
     return str(directory), jax.device_get(params["transformer"])
 
 
 def _init(directory: str, num_classes: int, class_embedding: str = "null"):
     config = experiment_config.base_config(experiment_config.tiny_model(num_classes=num_classes))
     config.init.transformer, config.init.class_embedding = directory, class_embedding
-    experiment.validate_config(config)
+    validation.validate_config(config)
     rng = jax.random.key(7)
-    return config, jax.device_get(nn.unbox(experiment._transformer_init(config)(rng))), rng
+    return config, jax.device_get(nn.unbox(train.transformer_init(config)(rng))), rng
 
 
 def _without_classes(tree: dict) -> dict:
@@ -57,11 +58,11 @@ def test_other_mismatch_still_fails(ten_class_model):
     config.init.transformer = ten_class_model[0]
     config.model.transformer.depth = 1
     with pytest.raises(ValueError, match="only the number of classes may differ"):
-        experiment._transformer_init(config)
+        train.transformer_init(config)
 
 
 def test_class_embedding_option_is_validated():
     config = experiment_config.base_config(experiment_config.tiny_model())
     config.init.class_embedding = "zeros"
     with pytest.raises(ValueError, match="config.init.class_embedding='zeros'"):
-        experiment.validate_config(config)
+        validation.validate_config(config)

@@ -22,6 +22,7 @@ kept per (model config, settings, mesh), so each compiles once per batch size.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -32,7 +33,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from srdd_jax import experiment
+from srdd_jax.data import loading
 from srdd_jax.evaluation import classifier as classifier_lib
 from srdd_jax.evaluation import features, likelihood, metrics, precision_recall
 from srdd_jax.sampling import outputs
@@ -73,28 +74,47 @@ def first_images(source, n: int) -> tuple[np.ndarray, np.ndarray]:
     return (images[:n], labels[:n]) if n else (images, labels)
 
 
-def load_classifier(config: ml_collections.ConfigDict, workdir: str) -> classifier_lib.Classifier:
-    """The classifier in config.evaluate.classifier_dir (default <workdir>/evaluate/classifier),
-    trained there first if absent: on config.data.split, tested on config.evaluate.split (when
-    both are the same split or an image folder, on a held-out tenth of it)."""
+def classifier_settings(config: ml_collections.ConfigDict) -> dict:
+    """What decides the in-domain classifier: its data, image shape, classes and training run."""
     ev = config.evaluate
-    directory = ev.classifier_dir or os.path.join(workdir, "evaluate", "classifier")
-    size, channels = experiment.image_shape(config.model)
-    num_classes = config.model.transformer.num_classes
+    size, channels = loading.image_shape(config.model)
+    return dict(data={k: config.data[k] for k in ("source", "root", "name", "split")},
+                image_size=size, channels=channels, classes=config.model.transformer.num_classes,
+                test_split=ev.split, steps=ev.classifier_steps, images=ev.classifier_images,
+                reference_images=ev.reference_images, seed=config.seed)
+
+
+def load_classifier(config: ml_collections.ConfigDict, workdir: str) -> classifier_lib.Classifier:
+    """The in-domain classifier for these settings (`classifier_settings`), from its cache under
+    config.evaluate.classifier_dir (default <workdir>/evaluate/classifier): one folder per
+    setting, named by their hash and holding them in settings.json, so a cached classifier is
+    reused only when every setting matches; otherwise one is trained there first, on
+    config.data.split and tested on config.evaluate.split (when both are the same split or an
+    image folder, on a held-out tenth of it)."""
+    ev = config.evaluate
+    settings = classifier_settings(config)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    directory = os.path.join(ev.classifier_dir or os.path.join(workdir, "evaluate", "classifier"), key)
+    num_classes = settings["classes"]
     if classifier_lib.exists(directory):
-        return classifier_lib.load(directory, size, channels, num_classes)
-    train_images, train_labels = first_images(experiment.load_data(config), ev.classifier_images)
+        logging.info("classifier: reusing %s (trained with the same settings)", directory)
+        return classifier_lib.load(directory, settings["image_size"], settings["channels"], num_classes)
+    source = loading.load(config.data, config.model)
+    train_images, train_labels = first_images(source, ev.classifier_images)
     if config.data.source == "image_folder" or ev.split == config.data.split:
         order = np.random.default_rng(config.seed).permutation(len(train_labels))
         held = order[:max(1, len(order) // 10)]
         test_images, test_labels = train_images[held], train_labels[held]
         train_images, train_labels = train_images[order[len(held):]], train_labels[order[len(held):]]
     else:
-        test_images, test_labels = first_images(experiment.load_data(config, ev.split), ev.reference_images)
+        test_images, test_labels = first_images(loading.load(config.data, config.model, ev.split),
+                                                ev.reference_images)
     trained = classifier_lib.train(train_images, train_labels, test_images, test_labels, num_classes,
                                    ev.classifier_steps, seed=config.seed)
     if jax.process_index() == 0:
         trained.save(directory)
+        with open(os.path.join(directory, "settings.json"), "w") as f:
+            json.dump(settings, f, indent=1)
     return trained
 
 
@@ -202,7 +222,7 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, workdir: str,
     `nll_uncond_` for the null class)."""
     ev = config.evaluate
     out_dir = os.path.join(workdir, "evaluate")
-    images, labels = first_images(experiment.load_data(config, ev.split), ev.reference_images)
+    images, labels = first_images(loading.load(config.data, config.model, ev.split), ev.reference_images)
     report = dict(dataset=dataset_tag(config), split=ev.split, reference_images=len(labels),
                   mask=config.model.transformer.mask)
     nll = likelihood.Likelihood(config.model, ev.batch_size, mesh)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from srdd_jax.convert import torch_io
+from srdd_jax import weights_io
 from srdd_jax.evaluation import inception
 
 URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -36,7 +36,7 @@ _IGNORED_SUFFIX = ".bn.num_batches_tracked"
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
     """{name: array} from a `.pth` state dict (needs torch) or an `.npz` written by `convert`."""
-    return torch_io.read_weights(path, (
+    return weights_io.read_weights(path, (
         "The FID Inception weights are not downloaded at run time: "
         f"fetch {URL} once (e.g. wget -O pt_inception-2015-12-05-6726825d.pth '{URL}') and "
         "pass its path, or an .npz made from it with "

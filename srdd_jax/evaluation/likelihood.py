@@ -21,10 +21,9 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from srdd_jax import models, parallel, scales
+from srdd_jax import losses, models, parallel
 from srdd_jax.progress import Progress
 from srdd_jax.tokenizer.vqvae import VQVAE
-from srdd_jax.training import steps
 
 
 class Likelihood:
@@ -58,9 +57,8 @@ class Likelihood:
         idx_BL = self.tokenizer.apply(tok, x, method=VQVAE.encode_to_indices)
         x_BLCv = self.tokenizer.apply(tok, idx_BL, method=VQVAE.teacher_forcing_input)
         logits_BLV = self.transformer.apply({"params": tr_params}, labels_B, x_BLCv)
-        ce_BL = steps.cross_entropy(logits_BLV, idx_BL, 0.0) * valid_B[:, None]
-        levels = scales.token_levels(self.patch_nums)
-        return jnp.zeros(len(self.patch_nums)).at[levels].add(jnp.sum(ce_BL, axis=0))
+        ce_BL = losses.cross_entropy(logits_BLV, idx_BL) * valid_B[:, None]
+        return losses.per_scale_sum(ce_BL, self.patch_nums)
 
     def nll(self, params: dict, images_NHWC: np.ndarray, labels_N: np.ndarray,
             unconditional: bool = False) -> dict:

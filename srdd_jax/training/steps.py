@@ -13,10 +13,9 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from srdd_jax import scales
+from srdd_jax import losses
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer.model import VAR
 
@@ -41,36 +40,17 @@ def init_state(init_params_fn, tx, rng) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array, label_smoothing: float) -> jax.Array:
-    """Per-token cross-entropy (B, L) in float32, with optional label smoothing (targets
-    (1 - e) one-hot + e / V), computed from integer targets without a (B, L, V) one-hot:
-    logsumexp(z) - (1 - e) z_target - e mean(z)."""
-    logits = logits_BLV.astype(jnp.float32)
-    target_logit = jnp.take_along_axis(logits, targets_BL[..., None], axis=-1)[..., 0]
-    ce = jax.nn.logsumexp(logits, axis=-1) - (1.0 - label_smoothing) * target_logit
-    if label_smoothing > 0:
-        ce = ce - label_smoothing * jnp.mean(logits, axis=-1)
-    return ce
-
-
-def per_scale_mean(values_BL: jax.Array, patch_nums) -> jax.Array:
-    """Mean of a per-token quantity over batch and tokens of each scale, (S,)."""
-    levels = scales.token_levels(patch_nums)
-    counts = np.bincount(levels) * values_BL.shape[0]
-    return jnp.zeros(len(patch_nums)).at[levels].add(jnp.sum(values_BL, axis=0)) / counts
-
-
 def transformer_loss(transformer: VAR, params, x_BLCv, idx_BL, labels_B, rng, label_smoothing):
     """Mean next-scale cross-entropy (VAR weights every token 1/L) and metrics."""
     logits = transformer.apply({"params": params}, labels_B, x_BLCv, train=True,
                                rngs={"dropout": rng})
-    ce = cross_entropy(logits, idx_BL, label_smoothing)
+    ce = losses.cross_entropy(logits, idx_BL, label_smoothing)
     correct = (jnp.argmax(logits, axis=-1) == idx_BL).astype(jnp.float32)
     metrics = {
         "loss": jnp.mean(ce),
         "accuracy": jnp.mean(correct),
-        "loss_per_scale": per_scale_mean(ce, transformer.patch_nums),
-        "accuracy_per_scale": per_scale_mean(correct, transformer.patch_nums),
+        "loss_per_scale": losses.per_scale_mean(ce, transformer.patch_nums),
+        "accuracy_per_scale": losses.per_scale_mean(correct, transformer.patch_nums),
     }
     return metrics["loss"], metrics
 

@@ -23,9 +23,8 @@ import ml_collections
 import optax
 
 from srdd_jax import models
-from srdd_jax.tokenizer import perceptual
 from srdd_jax.tokenizer.vqvae import VQVAE
-from srdd_jax.training import optimizer, steps
+from srdd_jax.training import optimizer, perceptual, steps
 
 FIELD = "config.tokenizer_training"
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srdd_jax.convert import torch_io
+from srdd_jax import weights_io
 
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -35,7 +35,7 @@ WEIGHTS_HELP = (
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
-    return torch_io.read_weights(path, WEIGHTS_HELP)
+    return weights_io.read_weights(path, WEIGHTS_HELP)
 
 
 def load_lpips(lpips_weights: str, vgg16_weights: str = "") -> dict:
