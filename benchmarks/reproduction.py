@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="training seeds, the same for each mask")
     parser.add_argument("--tokenizer_steps", type=int, default=0, help="0: the config's")
     parser.add_argument("--steps", type=int, default=0, help="transformer steps (0: the config's)")
-    parser.add_argument("--per_class", type=int, default=50, help="samples per class per setting")
+    parser.add_argument("--per_class", type=int, default=100, help="samples per class per setting")
     parser.add_argument("--cfg", default="0,1,2,3,5,7.5,10", help="guidance scales")
     parser.add_argument("--schedules", default="linear,constant")
     parser.add_argument("--mr_cfg", type=float, default=3.0, help="guidance of the MR sweep (linear)")

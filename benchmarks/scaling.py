@@ -3,11 +3,11 @@
 For each depth (default 4, 16, 30; width 64 * depth, VAR's released shapes at 256 px, random
 weights) a fresh process (so peak RSS is its own, and with the persistent compilation cache off)
 measures:
-- init_s: creating the tokenizer and transformer parameters (one jitted program each);
 - train_compile_s and train_temp_bytes: ahead-of-time compilation of the transformer train step
-  (tokenizer encoding included) at `--batch`, and XLA's temporary memory for it;
+  (tokenizer encoding included) at `--batch`, from shapes alone, and XLA's temporary memory for it;
 - sampler_compile_s / sampler_temp_bytes for the `var` and `markov` samplers (CFG 1.5, top-k 900,
-  top-p 0.96) at `--batch`;
+  top-p 0.96) at `--batch`, likewise;
+- init_s: then creating the tokenizer and transformer parameters (one jitted program each);
 - step_s: the steady-state train step (median of `--steps` steps after one warm-up), when the
   train state fits in memory (else `step_skipped` says why);
 - peak_rss_bytes of the process.
@@ -109,20 +109,16 @@ def measure(depth: int, width: int | None, batch: int, steps: int, remat: str | 
     result = {"depth": depth, "width": cfg.transformer.embed_dim, "heads": cfg.transformer.num_heads,
               "remat": cfg.transformer.remat, "batch": batch}
 
-    start = time.perf_counter()
-    params = {which: jax.block_until_ready(nn.unbox(models.init_params(cfg, jax.random.key(i), which)))
-              for i, which in enumerate(("tokenizer", "transformer"))}
-    result["init_s"] = time.perf_counter() - start
-    result["transformer_params"] = sum(x.size for x in jax.tree.leaves(params["transformer"]))
-
+    # Compilation first, from shapes alone (no parameter in memory yet, at any depth).
+    abstract_params = {which: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                           nn.unbox(models.abstract_params(cfg, which)))
+                       for which in ("tokenizer", "transformer")}
     jitted, abstract_state, abstract_batch, tx = train_step_parts(cfg, batch)
     start = time.perf_counter()
-    compiled = jitted.lower(abstract_state, params["tokenizer"], abstract_batch,
+    compiled = jitted.lower(abstract_state, abstract_params["tokenizer"], abstract_batch,
                             jax.random.key(1)).compile()
     result["train_compile_s"] = time.perf_counter() - start
     result["train_temp_bytes"] = temp_bytes(compiled)
-
-    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     settings = SamplerSettings(cfg=1.5, top_k=900, top_p=0.96)
     for mask in ("var", "markov"):
         sampler = Sampler(cfg, settings, mask=mask)
@@ -131,8 +127,16 @@ def measure(depth: int, width: int | None, batch: int, steps: int, remat: str | 
         result[f"sampler_compile_s_{mask}"] = time.perf_counter() - start
         result[f"sampler_temp_bytes_{mask}"] = temp_bytes(sampler_compiled)
 
+    start = time.perf_counter()
+    params = {which: jax.block_until_ready(nn.unbox(models.init_params(cfg, jax.random.key(i), which)))
+              for i, which in enumerate(("tokenizer", "transformer"))}
+    result["init_s"] = time.perf_counter() - start
+    result["transformer_params"] = sum(x.size for x in jax.tree.leaves(params["transformer"]))
+
     state_bytes = 4 * tree_bytes(params["transformer"])  # params, two Adam moments, gradients
-    if state_bytes + (result["train_temp_bytes"] or 0) > 0.8 * available_memory_bytes():
+    if steps < 1:
+        result["step_skipped"] = "--steps=0"
+    elif state_bytes + (result["train_temp_bytes"] or 0) > 0.8 * available_memory_bytes():
         result["step_skipped"] = (f"the train state and step need about "
                                   f"{(state_bytes + (result['train_temp_bytes'] or 0)) / 2**30:.1f}"
                                   f" GiB, more than 80% of the {available_memory_bytes() / 2**30:.1f}"
@@ -169,6 +173,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--remat", default="", help="none|dots|full (default: the config's)")
+    parser.add_argument("--repeats", type=int, default=1, help="processes per depth; every "
+                        "number reported is the median over them (all runs are kept in `runs`)")
     parser.add_argument("--only", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
@@ -178,19 +184,35 @@ def main() -> None:
     depths = [int(d) for d in args.depths.split(",")]
     results = {}
     for depth in depths:
-        out = subprocess.run([sys.executable, __file__, f"--only={depth}", f"--width={args.width}",
-                              f"--batch={args.batch}", f"--steps={args.steps}",
-                              f"--remat={args.remat}"], capture_output=True, text=True)
-        if out.returncode != 0:
-            results[f"d{depth}"] = {"error": out.stderr.strip().splitlines()[-1:]}
-            continue
-        results[f"d{depth}"] = json.loads(out.stdout.strip().splitlines()[-1])
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, __file__, f"--only={depth}", f"--width={args.width}",
+                                  f"--batch={args.batch}", f"--steps={args.steps}",
+                                  f"--remat={args.remat}"], capture_output=True, text=True)
+            if out.returncode != 0:
+                runs.append({"error": out.stderr.strip().splitlines()[-1:]})
+                break
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        results[f"d{depth}"] = _medians(runs)
     low, high = results.get(f"d{min(depths)}", {}), results.get(f"d{max(depths)}", {})
     keys = ("init_s", "train_compile_s", "sampler_compile_s_var", "sampler_compile_s_markov",
             "train_temp_bytes", "peak_rss_bytes")
     ratios = {key: high[key] / low[key] for key in keys if low.get(key) and high.get(key)}
     print(json.dumps({"benchmark": "scaling", "platform": _platform(), "results": results,
                       f"ratios_d{max(depths)}_over_d{min(depths)}": ratios}, indent=1))
+
+
+def _medians(runs: list[dict]) -> dict:
+    """One result per depth: each number the median over the runs (the runs kept under `runs`)."""
+    if any("error" in run for run in runs):
+        return runs[-1]
+    fixed = ("depth", "width", "heads", "batch", "transformer_params")
+    merged = {key: (statistics.median(run[key] for run in runs)
+                    if isinstance(value, (int, float)) and key not in fixed else value)
+              for key, value in runs[0].items()}
+    if len(runs) > 1:
+        merged["runs"] = runs
+    return merged
 
 
 def _platform() -> str:

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NamedTuple
 
+import ml_collections
 from absl import logging
 
-from srdd_jax import checkpoints, saved_models
+from srdd_jax import checkpoints, saved_models, weights_io
+from srdd_jax.convert import var_checkpoints
+from srdd_jax.sampling import class_grid
 
 REPO_ID = "FoundationVision/var"
 TOKENIZER_FILE = "vae_ch160v4096z32.pth"
@@ -75,9 +79,6 @@ def model_dir(name: str, cache: str | None = None) -> str:
     if os.path.isfile(os.path.join(target, checkpoints.CONFIG_FILE)):
         return target
     vae_path, var_path = _download(name, target)
-    from srdd_jax import weights_io
-    from srdd_jax.convert import var_checkpoints
-
     logging.info("%s: converting %s and %s (once)", name, vae_path, var_path)
     cfg, params = var_checkpoints.convert_state_dicts(weights_io.load_state_dict(vae_path, "vae"),
                                                       weights_io.load_state_dict(var_path, "var"))
@@ -101,11 +102,24 @@ def resolve(name_or_dir: str, cache: str | None = None) -> str:
     return model_dir(name_or_dir, cache) if name_or_dir in NAMES else name_or_dir
 
 
-def load(name_or_dir: str, cache: str | None = None, shardings=None):
+class Model(NamedTuple):
+    """A loaded model: unpacks as (params, config); `sample` draws a class grid from it."""
+
+    params: dict
+    config: ml_collections.ConfigDict
+
+    def sample(self, classes=(), per_class: int = 1, settings=None, seed: int = 0, **kwargs):
+        """`sampling.class_grid.sample` of this model: a ClassGrid, one column per class (a
+        notebook shows it)."""
+        return class_grid.sample(self.params, self.config, classes, per_class, settings, seed,
+                                 **kwargs)
+
+
+def load(name_or_dir: str, cache: str | None = None, shardings=None) -> Model:
     """(params, model_cfg) of a released name (see the module docstring) or of a model directory.
     `shardings` places the arrays as in `saved_models.load_model`."""
     directory = resolve(name_or_dir, cache)
     if "://" not in directory and not os.path.isdir(directory):
         raise FileNotFoundError(f"{name_or_dir!r} is neither a released model name ({', '.join(NAMES)}) "
                                 "nor a model directory")
-    return saved_models.load_model(directory, shardings)
+    return Model(*saved_models.load_model(directory, shardings))

@@ -52,7 +52,7 @@ def test_sampling_notebook_from_a_pretrained_name(tiny_var_hub, tmp_path, monkey
                         MR=True, MR_ITERATIONS=2, SPEED_BATCH=2, SPEED_REPEATS=1)
     quick = next(cell for cell in notebook.cells if "pretrained.load(MODEL)" in cell.source)
     code = [line for line in quick.source.splitlines() if line.strip() and not line.startswith("#")]
-    assert len(code) <= 4, code  # install, import, load, sample-and-show
+    assert len(code) <= 3, code  # install, import, load-sample-and-show
     assert any("image/png" in output.get("data", {}) for output in quick.outputs)
     text, images = _outputs(notebook)
     assert images == 2  # the quick grid, then the one with every setting

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from srdd_jax import experiment, experiment_config, models, saved_models
-from srdd_jax.data import sources
+from srdd_jax.data import loading, sources
 from srdd_jax.modes import validation
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.training import distill, optimizer, steps
@@ -81,7 +81,7 @@ def test_distill_mode_writes_a_samplable_student(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     source = sources.Source(rng.integers(0, 256, (32, 16, 16, 1)).astype(np.uint8),
                             (np.arange(32) % 10).astype(np.int32), tuple("abcdefghij"))
-    monkeypatch.setattr(experiment, "load_data", lambda config, split="train": source)
+    monkeypatch.setattr(loading, "load", lambda data_cfg, model_cfg, split="": source)
     config = experiment_config.base_config(experiment_config.tiny_model())
     config.mode = "distill"
     config.distill.update(dict(teacher=str(tmp_path / "teacher"), patch_nums=(1, 4), steps=2,

@@ -144,3 +144,11 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     first = evaluate.sample_metrics(config, params, settings, clf, real, 1, 0)
     again = evaluate.sample_metrics(config, params, settings, clf, real, 1, 0)
     assert first["fid_fmnist"] == again["fid_fmnist"] and again["compile_s"] == 0.0
+    # A classifier trained with other settings lives beside the cached one, never taken for it.
+    other = config.copy_and_resolve_references()
+    other.evaluate.classifier_steps = config.evaluate.classifier_steps + 5
+    retrained = evaluate.load_classifier(other, str(tmp_path))
+    folders = sorted((tmp_path / "evaluate" / "classifier").iterdir())
+    assert len(folders) == 2 and retrained.steps == other.evaluate.classifier_steps != clf.steps
+    recorded = {json.loads((f / "settings.json").read_text())["steps"] for f in folders}
+    assert recorded == {config.evaluate.classifier_steps, other.evaluate.classifier_steps}

@@ -11,22 +11,17 @@ import concurrent.futures
 import dataclasses
 import gzip
 import os
-import warnings
 
 import numpy as np
 from absl import logging
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from srdd_jax import image_files
 from srdd_jax.progress import Progress
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                          "sneaker", "bag", "ankle boot")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of single-channel images
-# What PIL raises for a file it cannot read: not an image, truncated or corrupt, or more pixels
-# than PIL.Image.MAX_IMAGE_PIXELS allows (its decompression-bomb guard).
-UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,43 +115,10 @@ def fashion_mnist(split: str, image_size: int, channels: int, root: str = FASHIO
     return Source(images, labels, FASHION_MNIST_CLASSES)
 
 
-def _is_grey(img: Image.Image) -> bool:
-    """From the header: a grey mode, or a palette of grey entries only."""
-    if img.mode == "P":
-        palette = np.asarray(img.getpalette() or [0, 0, 0]).reshape(-1, 3)
-        return bool((palette == palette[:, :1]).all())
-    return img.mode in GREY_MODES
-
-
 def read_image(path, image_size: int, channels: int) -> np.ndarray:
-    """A file path or object -> (size, size, channels) uint8 by VAR's evaluation transform:
-    shorter side to round(1.125 * size) (Lanczos), centre crop. Transparent pixels are laid on
-    white; grey images become RGB by repeating their channel when `channels` is 3. Large images are
-    read without PIL's decompression-bomb warning (one's own files are read on purpose); those
-    beyond its hard limit raise Image.DecompressionBombError (see UNREADABLE)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return _read_image(path, image_size, channels)
-
-
-def _read_image(path, image_size: int, channels: int) -> np.ndarray:
-    mode = "RGB" if channels == 3 else "L"
-    with Image.open(path) as img:
-        transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-        img = img.convert("RGBA" if transparent else mode)
-        w, h = img.size
-        scale = round(1.125 * image_size) / min(w, h)
-        img = img.resize((max(round(w * scale), image_size), max(round(h * scale), image_size)),
-                         Image.LANCZOS)  # (RGBA is resampled with premultiplied alpha)
-        w, h = img.size
-        left, top = (w - image_size) // 2, (h - image_size) // 2
-        img = img.crop((left, top, left + image_size, top + image_size))
-        if transparent:
-            white = Image.new("RGBA", img.size, "white")
-            white.alpha_composite(img)
-            img = white
-        pixels = np.asarray(img.convert(mode), np.uint8)
-    return pixels.reshape(image_size, image_size, channels)
+    """A file path or object -> (size, size, channels) uint8 by VAR's evaluation transform
+    (`image_files.decode`); raises image_files.UnreadableImageError."""
+    return image_files.decode(path, "RGB" if channels == 3 else "L", image_size)
 
 
 def folder_classes(root: str) -> list[tuple[str, list[str]]]:
@@ -175,7 +137,7 @@ def folder_classes(root: str) -> list[tuple[str, list[str]]]:
 
     def images_in(folder):
         return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
-                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
+                if image_files.is_image_name(f) and os.path.isfile(os.path.join(folder, f))]
 
     class_dirs = sorted(d for d in os.listdir(root)
                         if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
@@ -201,13 +163,9 @@ def image_folder_facts(root: str) -> DataFacts:
     grey = colour = 0
     for _, files in groups:
         for path in files:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    with Image.open(path) as img:
-                        grey, colour = (grey + 1, colour) if _is_grey(img) else (grey, colour + 1)
-            except UNREADABLE:
-                continue
+            grey_image = image_files.is_grey(path)
+            grey += grey_image is True
+            colour += grey_image is False
     if grey and colour:
         logging.info("%s: %d greyscale images among %d colour ones; they are read as RGB", root,
                      grey, colour)
@@ -227,7 +185,7 @@ def image_folder(root: str, image_size: int, channels: int) -> Source:
     def read(path):
         try:
             return read_image(path, image_size, channels)
-        except UNREADABLE as err:
+        except image_files.UnreadableImageError as err:
             return err
 
     images, labels, skipped = [], [], []

@@ -33,6 +33,7 @@ import os
 import numpy as np
 from absl import logging
 
+from srdd_jax import image_files
 from srdd_jax.data import sources
 
 
@@ -109,7 +110,7 @@ def _decode(encoded: bytes, image_size: int, channels: int) -> tuple[np.ndarray,
     """Encoded image -> ((size, size, channels) uint8, readable?); zeros when unreadable."""
     try:
         return sources.read_image(io.BytesIO(encoded), image_size, channels), True
-    except sources.UNREADABLE as err:
+    except image_files.UnreadableImageError as err:
         logging.warning("skipping an unreadable image: %s", err)
         return np.zeros((image_size, image_size, channels), np.uint8), False
 

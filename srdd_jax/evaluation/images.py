@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+from srdd_jax import image_files
 
 
 def load_images(path: str) -> np.ndarray:
@@ -31,16 +30,12 @@ def load_images(path: str) -> np.ndarray:
 
 
 def _load_folder(folder: str) -> np.ndarray:
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
-    if not names:
-        raise ValueError(f"no {'/'.join(IMAGE_EXTENSIONS)} images in {folder}")
-    arrays = []
-    for name in names:
-        with Image.open(os.path.join(folder, name)) as im:
-            arrays.append(np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB")))
+    paths = image_files.list_images(folder)
+    if not paths:
+        raise ValueError(f"no images ({'/'.join(image_files.IMAGE_EXTENSIONS)}) in {folder}")
+    mode = "L" if all(image_files.is_grey(p) for p in paths) else "RGB"
+    arrays = [image_files.decode(p, mode) for p in paths]
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise ValueError(f"images in {folder} differ in size ({sorted(sizes)}): resize them first")
-    if all(a.ndim == 2 for a in arrays):
-        return np.stack(arrays)[..., None]
-    return np.stack([np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a for a in arrays])
+    return np.stack(arrays)

@@ -19,9 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from srdd_jax import scales
+from srdd_jax import image_files, scales
 from srdd_jax.sampling.layout import Layout
 from srdd_jax.tokenizer.resize import area_resize, bicubic_resize, bilinear_resize
 from srdd_jax.tokenizer.vqvae import VQVAE
@@ -29,14 +28,8 @@ from srdd_jax.tokenizer.vqvae import VQVAE
 
 # ----------------------------------------------------------------------------------------- inputs
 def _read(path: str, mode: str, what: str, size: int) -> np.ndarray:
-    """Reads an image file converted to PIL `mode`, checking it is size x size."""
-    try:
-        with Image.open(path) as img:
-            pixels = np.asarray(img.convert(mode), np.float32)
-    except FileNotFoundError:
-        raise
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read {what} {path}: {err}. Give a PNG or JPEG file.") from err
+    """An image file in PIL `mode` as float32 (size, size, C), checking its size."""
+    pixels = image_files.decode(path, mode).astype(np.float32)
     if pixels.shape[:2] != (size, size):
         raise ValueError(f"{what} {path} is {pixels.shape[1]}x{pixels.shape[0]}, the model needs "
                          f"{size}x{size}: resize or crop it first")
@@ -50,7 +43,7 @@ def load_image(path: str, size: int) -> np.ndarray:
 
 def load_mask(path: str, size: int) -> np.ndarray:
     """A grayscale mask file -> (size, size) float32 in [0, 1]; white = keep, black = generate."""
-    return _read(path, "L", "mask", size) / 255.0
+    return _read(path, "L", "mask", size)[..., 0] / 255.0
 
 
 def box_mask(size: int, box: tuple[float, float, float, float], keep_inside: bool) -> np.ndarray:

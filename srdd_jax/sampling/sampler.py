@@ -189,9 +189,9 @@ class Sampler:
 
         Returns dict with images_NHWC (float32 numpy in [-1, 1]), idx_NL (int32 numpy),
         resampled_K (int numpy: tokens MR redrew per sampled scale, over all N images),
-        tokens_K (tokens per scale over all N images), compile_s (the first batch, which
-        compiles) and images_per_s (sampling and decoding of the other batches; the first batch
-        again when there is one only).
+        tokens_K (tokens per scale over all N images), compile_s (the batch that compiled the
+        sampler, if one did) and images_per_s (sampling and decoding of the other batches; the
+        first batch again when all did compile).
         """
         labels_N = np.asarray(labels_N, np.int32)
         length, n = self.sequence_length, len(labels_N)
@@ -211,10 +211,10 @@ class Sampler:
 
         timed_n, timed_s, compile_s = 0, 0.0, 0.0
         for start in range(0, n, batch_size):
-            begin = time.perf_counter()
+            begin, programs = time.perf_counter(), len(self._compiled)
             batch_images, batch_idx, batch_resampled = run(start)
-            if start == 0:
-                compile_s = time.perf_counter() - begin
+            if len(self._compiled) > programs:  # this batch compiled the sampler
+                compile_s += time.perf_counter() - begin
             else:
                 timed_n, timed_s = timed_n + len(batch_idx), timed_s + time.perf_counter() - begin
             images.append(batch_images)
