@@ -5,13 +5,16 @@ weights) a fresh process (so peak RSS is its own, and with the persistent compil
 measures:
 - train_compile_s and train_temp_bytes: ahead-of-time compilation of the transformer train step
   (tokenizer encoding included) at `--batch`, from shapes alone, and XLA's temporary memory for it;
+  every compile time also as CPU time (`*_compile_cpu_s*`), which other jobs on the machine barely
+  change;
 - sampler_compile_s / sampler_temp_bytes for the `var` and `markov` samplers (CFG 1.5, top-k 900,
   top-p 0.96) at `--batch`, likewise;
 - init_s: then creating the tokenizer and transformer parameters (one jitted program each);
 - step_s: the steady-state train step (median of `--steps` steps after one warm-up), when the
   train state fits in memory (else `step_skipped` says why);
 - peak_rss_bytes of the process.
-Prints JSON with all of it and the ratios of the deepest to the shallowest depth.
+With `--repeats N` the depths are measured round robin N times (fresh processes) and every number
+is the median. Prints JSON with all of it and the ratios of the deepest to the shallowest depth.
 
     python benchmarks/scaling.py [--depths 4,16,30] [--batch 8] [--steps 2] [--remat dots]
 """
@@ -19,6 +22,7 @@ Prints JSON with all of it and the ratios of the deepest to the shallowest depth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -114,17 +118,15 @@ def measure(depth: int, width: int | None, batch: int, steps: int, remat: str | 
                                            nn.unbox(models.abstract_params(cfg, which)))
                        for which in ("tokenizer", "transformer")}
     jitted, abstract_state, abstract_batch, tx = train_step_parts(cfg, batch)
-    start = time.perf_counter()
-    compiled = jitted.lower(abstract_state, abstract_params["tokenizer"], abstract_batch,
-                            jax.random.key(1)).compile()
-    result["train_compile_s"] = time.perf_counter() - start
+    with _timed(result, "train_compile"):
+        compiled = jitted.lower(abstract_state, abstract_params["tokenizer"], abstract_batch,
+                                jax.random.key(1)).compile()
     result["train_temp_bytes"] = temp_bytes(compiled)
     settings = SamplerSettings(cfg=1.5, top_k=900, top_p=0.96)
     for mask in ("var", "markov"):
         sampler = Sampler(cfg, settings, mask=mask)
-        start = time.perf_counter()
-        sampler_compiled = sampler.compile(abstract_params, batch)
-        result[f"sampler_compile_s_{mask}"] = time.perf_counter() - start
+        with _timed(result, "sampler_compile", mask):
+            sampler_compiled = sampler.compile(abstract_params, batch)
         result[f"sampler_temp_bytes_{mask}"] = temp_bytes(sampler_compiled)
 
     start = time.perf_counter()
@@ -157,6 +159,17 @@ def measure(depth: int, width: int | None, batch: int, steps: int, remat: str | 
     return result
 
 
+@contextlib.contextmanager
+def _timed(result: dict, name: str, suffix: str = ""):
+    """Records `<name>_s[_suffix]` (wall clock) and `<name>_cpu_s[_suffix]` (CPU time of every
+    thread of this process: the work done, whatever else the machine runs meanwhile)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    tail = f"_{suffix}" if suffix else ""
+    result[f"{name}_s{tail}"] = time.perf_counter() - wall
+    result[f"{name}_cpu_s{tail}"] = time.process_time() - cpu
+
+
 def _fresh_state(params, tx):
     import jax.numpy as jnp
 
@@ -182,20 +195,20 @@ def main() -> None:
                                  args.remat or None)))
         return
     depths = [int(d) for d in args.depths.split(",")]
-    results = {}
-    for depth in depths:
-        runs = []
-        for _ in range(args.repeats):
+    runs = {depth: [] for depth in depths}
+    for _ in range(args.repeats):  # round robin, so a busy spell of the machine hits every depth
+        for depth in depths:
+            if runs[depth] and "error" in runs[depth][-1]:
+                continue
             out = subprocess.run([sys.executable, __file__, f"--only={depth}", f"--width={args.width}",
                                   f"--batch={args.batch}", f"--steps={args.steps}",
                                   f"--remat={args.remat}"], capture_output=True, text=True)
-            if out.returncode != 0:
-                runs.append({"error": out.stderr.strip().splitlines()[-1:]})
-                break
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        results[f"d{depth}"] = _medians(runs)
+            runs[depth].append(json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
+                               else {"error": out.stderr.strip().splitlines()[-1:]})
+    results = {f"d{depth}": _medians(runs[depth]) for depth in depths}
     low, high = results.get(f"d{min(depths)}", {}), results.get(f"d{max(depths)}", {})
-    keys = ("init_s", "train_compile_s", "sampler_compile_s_var", "sampler_compile_s_markov",
+    keys = ("init_s", "train_compile_s", "train_compile_cpu_s", "sampler_compile_s_var",
+            "sampler_compile_cpu_s_var", "sampler_compile_s_markov", "sampler_compile_cpu_s_markov",
             "train_temp_bytes", "peak_rss_bytes")
     ratios = {key: high[key] / low[key] for key in keys if low.get(key) and high.get(key)}
     print(json.dumps({"benchmark": "scaling", "platform": _platform(), "results": results,
