@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, cli_env
 
-from srdd_jax import pretrained, saved_models
+from srdd_jax import models, pretrained, saved_models
 
 LOAD = ("from srdd_jax import pretrained; params, cfg = pretrained.load('var_d16'); "
         "print('LOADED', cfg.transformer.depth, cfg.transformer.num_classes, tuple(cfg.patch_nums))")
@@ -27,7 +27,7 @@ def test_load_converts_once_then_needs_neither_torch_nor_the_hub(tiny_var_hub, c
     first = _python(LOAD, env)
     assert first.returncode == 0, first.stderr[-3000:]
     depth, num_classes = converted[0].transformer.depth, converted[0].transformer.num_classes
-    assert f"LOADED {depth} {num_classes} (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)" in first.stdout
+    assert f"LOADED {depth} {num_classes} {tuple(converted[0].patch_nums)}" in first.stdout
     # The converted model in the cache equals the direct conversion of the same files.
     params, cfg = saved_models.load_model(str(tmp_path / "cache" / "var_d16"))
     expected_cfg, expected = converted
@@ -69,14 +69,18 @@ def test_unknown_names_list_the_released_ones(tmp_path):
     assert pretrained.resolve("models/mine") == "models/mine"  # not a name: a directory
 
 
-def test_main_samples_a_pretrained_name(tiny_var_hub, tmp_path):
+def test_main_samples_a_pretrained_name(tiny_var_hub, converted, tmp_path):
+    model_cfg = converted[0]
+    labels = [model_cfg.transformer.num_classes // 2, model_cfg.transformer.num_classes - 1]
+    size = models.build_tokenizer(model_cfg).image_size
     workdir = tmp_path / "run"
     run = subprocess.run(
         [sys.executable, "-m", "srdd_jax.main", "--config=configs/var_imagenet.py:tiny",
-         f"--workdir={workdir}", "--config.init.model=var_d16", "--config.sample.labels=(3,7)",
+         f"--workdir={workdir}", "--config.init.model=var_d16",
+         f"--config.sample.labels=({labels[0]},{labels[1]})",
          "--config.sample.per_class=1", "--config.sample.batch_size=2"],
         cwd=REPO_ROOT, env=dict(cli_env(), **tiny_var_hub), capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     with np.load(workdir / "samples" / "samples.npz") as samples:
-        assert samples["arr_0"].shape == (2, 256, 256, 3)
-        assert samples["labels"].tolist() == [3, 7]
+        assert samples["arr_0"].shape == (2, size, size, 3)
+        assert samples["labels"].tolist() == labels
