@@ -199,6 +199,11 @@ def evaluate_models(args, config, dirs: dict, test_root: str) -> list[dict]:
     test_images, test_labels = evaluate.first_images(loading.load(test_config.data, test_config.model), 0)
     grid = settings_grid(args, config)
     with open(log_path, "a") as log:
+        if not any(r["sweep"] == "real" for r in done):  # the floor: held-out real images
+            record = dict(mask="data", seed=0, sweep="real", settings=None, **_scalars(
+                evaluate.classifier_metrics(config, classifier, real, test_images, test_labels)))
+            log.write(json.dumps(record) + "\n")
+            done.append(record)
         for (mask, seed), model_dir in dirs.items():
             params, model_cfg = saved_models.load_model(model_dir)
             cfg = _with(config)
@@ -295,12 +300,16 @@ def _pm(stat, digits=2) -> str:
     return f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
 
 
-def markdown(summary: dict, metric: str, patch_nums, seeds: int) -> str:
+def markdown(summary: dict, metric: str, patch_nums, seeds: int, real: dict | None = None) -> str:
     lines = [f"Mean ± standard deviation over {seeds} training seeds; **bold** marks an effect "
-             "(a difference larger than the sum of the two standard deviations).", "",
-             "Held-out NLL (bits per token), markov against var:", "",
-             "| mask | total | " + " | ".join(f"{p}x{p}" for p in patch_nums) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in patch_nums) + " |"]
+             "(a difference larger than the sum of the two standard deviations).", ""]
+    if real:
+        lines += [f"Held-out real images ({real['images']}), scored like the samples: {metric} "
+                  f"{real[metric]:.2f}, class accuracy {real['class_accuracy']:.3f} (the floor "
+                  "at that many images; samples are scored in larger sets).", ""]
+    lines += ["Held-out NLL (bits per token), markov against var:", "",
+              "| mask | total | " + " | ".join(f"{p}x{p}" for p in patch_nums) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in patch_nums) + " |"]
     var, markov = summary["var"]["nll"], summary["markov"]["nll"]
     for mask, other in (("var", markov), ("markov", var)):
         entry = summary[mask]["nll"]
@@ -349,7 +358,7 @@ def _cell(stat, other, digits=2) -> str:
     return _bold(_pm(stat, digits), is_effect(stat, other))
 
 
-def plot(summary: dict, metric: str, patch_nums, folder: str) -> None:
+def plot(summary: dict, metric: str, patch_nums, folder: str, real: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -370,6 +379,10 @@ def plot(summary: dict, metric: str, patch_nums, folder: str) -> None:
                 ax.errorbar([k[1] for k in keys], [s[name][0] for s in stats],
                             [s[name][1] for s in stats], linestyle=style, marker="o", capsize=3,
                             label=f"{mask}, {schedule}")
+    if real:
+        axes[1].axhline(real[metric], color="grey", linestyle=":", label="held-out real images")
+        axes[2].axhline(real["class_accuracy"], color="grey", linestyle=":",
+                        label="held-out real images")
     axes[0].set_xticks(range(len(patch_nums)), [f"{p}x{p}" for p in patch_nums])
     axes[0].set(title="held-out NLL per scale", xlabel="scale", ylabel="bits / token")
     axes[1].set(title="in-domain FID (classifier features)", xlabel="CFG scale", ylabel=metric)
@@ -424,19 +437,20 @@ def run(args) -> dict:
     records = evaluate_models(args, fitted, dirs, test_root)
     metric = f"fid_{evaluate.dataset_tag(fitted)}"
     summary = aggregate(records, metric)
+    real = next((r for r in records if r["sweep"] == "real"), None)
     seeds = len(values(args.seeds, int))
     patch_nums = list(fitted.model.patch_nums)
     results = dict(args=vars(args), data=dict(train=train_root, test=test_root,
                                               classes=list(fitted.model.class_names)),
                    metric=metric, seeds=values(args.seeds, int), train_s=trained_s,
                    total_s=time.time() - start, devices=[str(d) for d in jax.devices()],
-                   summary=_jsonable(summary), records=records)
+                   real_held_out=real, summary=_jsonable(summary), records=records)
     with open(os.path.join(args.workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    table = markdown(summary, metric, patch_nums, seeds)
+    table = markdown(summary, metric, patch_nums, seeds, real)
     with open(os.path.join(args.workdir, "results.md"), "w") as f:
         f.write(table + "\n")
-    plot(summary, metric, patch_nums, os.path.join(args.workdir, "plots"))
+    plot(summary, metric, patch_nums, os.path.join(args.workdir, "plots"), real)
     print(table)
     return results
 

@@ -49,10 +49,14 @@ def test_quick_reproduction_reports_seeds_and_spreads(tmp_path):
             assert row["seeds"] == 2 and np.isfinite(mean) and std >= 0
         redrawn = mr[(0.05, 2, False)]["redrawn_per_scale"]
         assert len(redrawn) == 3 and all(0 <= mean <= 2 for mean, _ in redrawn)
-    models = {(r["mask"], r["seed"]) for r in results["records"]}
+    models = {(r["mask"], r["seed"]) for r in results["records"] if r["sweep"] != "real"}
     assert models == {("var", 0), ("var", 1), ("markov", 0), ("markov", 1)}
+    real = results["real_held_out"]  # the held-out images scored like samples: the floor
+    assert real["images"] == len(held_out) and np.isfinite(real["fid_colours"])
+    assert 0 <= real["class_accuracy"] <= 1
     table = (workdir / "results.md").read_text()
     assert "±" in table and "Masked resampling, markov" in table
+    assert f"Held-out real images ({len(held_out)})" in table
     assert (workdir / "plots" / "nll_and_cfg.png").is_file()
     assert (workdir / "plots" / "mr_sweep.png").is_file()
     saved = {json.loads((workdir / f"{mask}_seed0" / "model" / "model_config.json").read_text())

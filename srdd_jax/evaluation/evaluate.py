@@ -176,18 +176,11 @@ def sample_metrics(config: ml_collections.ConfigDict, params: dict, settings: Sa
     {fid_inception, is_inception, is_inception_std, precision_inception, recall_inception} when
     config.evaluate.inception_weights is set.
     """
-    ev, tag = config.evaluate, dataset_tag(config)
+    ev = config.evaluate
     num_classes = config.model.transformer.num_classes
     labels_N = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
     images, timing = sample_images(config, params, settings, labels_N, seed, mesh)
-    out = classifier(images, ev.batch_size, mesh)
-    scores = _scores(out["features"], real_stats.classifier, ev.pr_k)
-    correct_N = np.argmax(out["logits"], axis=-1) == labels_N
-    result = {f"fid_{tag}": scores["fid"], f"precision_{tag}": scores["precision"],
-              f"recall_{tag}": scores["recall"], "class_accuracy": float(correct_N.mean()),
-              "class_accuracy_per_class": [float(correct_N[labels_N == c].mean())
-                                           for c in range(num_classes)],
-              "classifier_test_accuracy": classifier.test_accuracy, "images": len(labels_N), **timing}
+    result = {**classifier_metrics(config, classifier, real_stats, images, labels_N, mesh), **timing}
     if not ev.inception_weights:
         logging.info("Inception metrics skipped: config.evaluate.inception_weights is empty (see "
                      "srdd_jax/evaluation/inception_weights.py for the file)")
@@ -201,6 +194,24 @@ def sample_metrics(config: ml_collections.ConfigDict, params: dict, settings: Sa
     result.update(fid_inception=scores["fid"], is_inception=is_mean, is_inception_std=is_std,
                   precision_inception=scores["precision"], recall_inception=scores["recall"])
     return result
+
+
+def classifier_metrics(config: ml_collections.ConfigDict, classifier: classifier_lib.Classifier,
+                       real_stats: RealStats, images_NHWC: np.ndarray, labels_N: np.ndarray,
+                       mesh: Mesh | None = None) -> dict:
+    """The in-domain scores of uint8 (N, H, W, C) images meant to be of classes `labels_N`:
+    {fid_<tag>, precision_<tag>, recall_<tag>, class_accuracy, class_accuracy_per_class,
+    classifier_test_accuracy, images}. Samples or real held-out images alike (the latter give
+    the floor these numbers reach at that many images)."""
+    ev, tag = config.evaluate, dataset_tag(config)
+    out = classifier(images_NHWC, ev.batch_size, mesh)
+    scores = _scores(out["features"], real_stats.classifier, ev.pr_k)
+    correct_N = np.argmax(out["logits"], axis=-1) == labels_N
+    return {f"fid_{tag}": scores["fid"], f"precision_{tag}": scores["precision"],
+            f"recall_{tag}": scores["recall"], "class_accuracy": float(correct_N.mean()),
+            "class_accuracy_per_class": [float(correct_N[labels_N == c].mean())
+                                         for c in range(config.model.transformer.num_classes)],
+            "classifier_test_accuracy": classifier.test_accuracy, "images": len(labels_N)}
 
 
 def _scores(fake_ND: np.ndarray, real: features.FeatureStats, k: int) -> dict[str, float]:
