@@ -185,12 +185,15 @@ def evaluate_models(args, config, dirs: dict, test_root: str) -> list[dict]:
     """One record per (model, evaluation), appended to evaluations.jsonl as it ends (a rerun
     skips the records already there)."""
     log_path = os.path.join(args.workdir, "evaluations.jsonl")
-    done = []
+    done, have = [], set()
     if os.path.exists(log_path):
         with open(log_path) as f:
-            done = [json.loads(line) for line in f if line.strip()]
-    have = {(r["mask"], r["seed"], r["sweep"], json.dumps(r.get("settings"), sort_keys=True))
-            for r in done}
+            for record in (json.loads(line) for line in f if line.strip()):
+                key = (record["mask"], record["seed"], record["sweep"],
+                       json.dumps(record.get("settings"), sort_keys=True))
+                if key not in have:  # the first of any repeats (two runs on one workdir)
+                    have.add(key)
+                    done.append(record)
     images, labels = evaluate.first_images(loading.load(config.data, config.model), 0)
     classifier = evaluate.load_classifier(config, args.workdir)
     real = evaluate.real_statistics(config, classifier, images, config.evaluate.reference_cache)
