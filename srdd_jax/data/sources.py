@@ -135,19 +135,15 @@ def folder_classes(root: str) -> list[tuple[str, list[str]]]:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder {root} does not exist (data.root)")
 
-    def images_in(folder):
-        return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
-                if image_files.is_image_name(f) and os.path.isfile(os.path.join(folder, f))]
-
     class_dirs = sorted(d for d in os.listdir(root)
                         if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not class_dirs:
-        return [(os.path.basename(os.path.normpath(root)), images_in(root))]
-    loose = images_in(root)
+        return [(os.path.basename(os.path.normpath(root)), image_files.list_images(root))]
+    loose = image_files.list_images(root)
     if loose:
         logging.warning("%d images directly in %s are not read: it has class folders (%s, ...), and "
                         "only their images are", len(loose), root, class_dirs[0])
-    groups = [(name, images_in(os.path.join(root, name))) for name in class_dirs]
+    groups = [(name, image_files.list_images(os.path.join(root, name))) for name in class_dirs]
     empty = [name for name, files in groups if not files]
     if empty:
         raise ValueError(f"class folders without images under {root}: {', '.join(empty)}. Each "
