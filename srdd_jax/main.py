@@ -80,12 +80,19 @@ def model_overrides() -> dict:
     return {path[len("model."):]: value for path, value in given.items() if path.startswith("model.")}
 
 
+# The coroutine of orbax that reads one array; after one read fails, the others are abandoned.
+_ORBAX_ARRAY_READ = "_read_array_index_and_device_put"
+
+
 def _drop_event_loop_noise(unraisable) -> None:
-    """sys.unraisablehook: after a failed orbax read, tensorstore's remaining callbacks reach an
-    asyncio loop that orbax has closed, and each would print a 'RuntimeError: Event loop is
-    closed' traceback; those are dropped, anything else is printed as usual."""
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed"):
+    """sys.unraisablehook: after a failed orbax read (already reported as one error), its
+    leftovers would each print a traceback: tensorstore's callbacks reaching the asyncio loop orbax
+    has closed ('RuntimeError: Event loop is closed'), and the abandoned reads of other arrays
+    failing as they are closed. Those are dropped; anything else is printed as usual."""
+    closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                   and str(unraisable.exc_value) == "Event loop is closed")
+    abandoned_read = getattr(unraisable.object, "__name__", None) == _ORBAX_ARRAY_READ
+    if not (closed_loop or abandoned_read):
         sys.__unraisablehook__(unraisable)
 
 

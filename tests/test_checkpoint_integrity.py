@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -154,3 +155,27 @@ def test_changed_model_in_an_existing_workdir_is_refused_at_start_up(tiny_demo_w
     assert "model.transformer.depth: 2 in checkpoint 4, 3 now" in error
     assert "--workdir=NEW_DIR" in error and f"--config.init.transformer={workdir}/model" in error
     assert "Traceback" not in result.stderr and "step memory" not in result.stderr  # no training
+
+
+def test_console_drops_only_the_leftovers_of_a_failed_orbax_read(monkeypatch):
+    """After one failed read, orbax's abandoned array reads and tensorstore's callbacks on its
+    closed loop raise where nothing can catch them; main's hook drops exactly those."""
+    from srdd_jax import main
+
+    async def _read_array_index_and_device_put():
+        raise Exception("Encountered error while reading array index")
+
+    async def other_work():
+        return None
+
+    printed = []
+    monkeypatch.setattr(sys, "__unraisablehook__", printed.append)
+    leftovers = [(_read_array_index_and_device_put(), Exception("Encountered error")),
+                 (None, RuntimeError("Event loop is closed"))]
+    others = [(other_work(), Exception("a real failure")), (None, RuntimeError("another"))]
+    for coroutine, error in leftovers + others:
+        main._drop_event_loop_noise(types.SimpleNamespace(
+            exc_type=type(error), exc_value=error, exc_traceback=None, err_msg=None, object=coroutine))
+        if coroutine is not None:
+            coroutine.close()
+    assert [u.exc_value for u in printed] == [error for _, error in others]
