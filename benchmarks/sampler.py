@@ -62,7 +62,7 @@ def measure(mask: str, mr: bool, depth: int, batch: int) -> dict:
     compile_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
     args = (params["tokenizer"], params["transformer"], sampler.tables, labels, jax.random.key(0),
-            np.zeros((batch, length), np.int32), np.zeros((batch, length), bool))
+            np.int32(0), np.zeros((batch, length), np.int32), np.zeros((batch, length), bool))
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     sample_s = time.perf_counter() - start

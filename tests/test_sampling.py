@@ -251,8 +251,9 @@ def test_token_filters_follow_var_semantics():
     np.testing.assert_array_equal(kept, [[False, True, False, True, True]])
     probs = tokens.distribution(logits, top_k=1)
     assert float(tokens.confidence(probs, jnp.array([[1]]))[0, 0]) == pytest.approx(1.0)
-    draws = tokens.draw(jax.random.key(0), jnp.broadcast_to(tokens.distribution(logits),
-                                                            (1, 20000, 5)), greedy=False)
+    uniforms = tokens.token_uniforms(tokens.image_keys(jax.random.key(0), 0, 1), 0, 0, 20000)
+    draws = tokens.draw(uniforms, jnp.broadcast_to(tokens.distribution(logits), (1, 20000, 5)),
+                        greedy=False)
     frequencies = np.bincount(np.asarray(draws).ravel(), minlength=5) / 20000
     np.testing.assert_allclose(frequencies, [0.05, 0.4, 0.1, 0.3, 0.15], atol=0.015)
 

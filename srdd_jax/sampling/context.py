@@ -3,10 +3,12 @@
 Every strategy has the same interface, driven by the sampler's bucket loops:
 - `start(previous, bucket_index)`: the loop carry for a size bucket, from the carry the previous
   bucket's loop ended with (None before the first bucket);
-- `segments(carry, k)`: the key segments (k_NBcHD, v_NBcHD, valid_Bc) scale k attends to besides
+- `segments(carry, k)`: the key segments (k_NBHcD, v_NBHcD, valid_Bc) scale k attends to besides
   itself, keys/values stacked over the N blocks;
-- `store(carry, k, keys_NBwHD, values_NBwHD)`: the carry after scale k;
-- `cache_width()`: key slots held per row (for memory accounting).
+- `store(carry, k, keys_NBHwD, values_NBHwD)`: the carry after scale k;
+- `cache_slots()`: key slots held over all rows (for memory accounting);
+- `reach`: how many later scales read a scale's keys (0, 1, or None for all), which decides where
+  the unconditional rows of a guided batch are still needed (`guidance.guided_rows`).
 
 - `OwnScale` (``markov``): nothing: each scale attends only to its own tokens; no cache at all.
 - `PreviousScale` (``markov_prev``): the previous scale's keys/values, padded to the bucket width.
@@ -14,8 +16,8 @@ Every strategy has the same interface, driven by the sampler's bucket loops:
   buffer; the buffers of finished buckets are read in place as separate segments (one softmax over
   all segments), so the cache is never copied or concatenated as a whole.
 
-Shapes: N blocks, B rows (the doubled batch under guidance), w the bucket width (padded tokens of
-a scale), H heads, D head size. `tables` are the sampler's per-scale tables (traced arrays).
+Shapes: N blocks, B rows (the doubled batch in guided buckets), w the bucket width (padded tokens
+of a scale), H heads, D head size. `tables` are the sampler's per-scale tables (traced arrays).
 """
 
 from __future__ import annotations
@@ -30,20 +32,33 @@ from srdd_jax.sampling.layout import Layout
 
 @dataclasses.dataclass(frozen=True)
 class CacheShape:
-    """Sizes of one scale's keys/values: (depth, rows, width, heads, head_dim) in `dtype`."""
+    """Sizes of one scale's keys/values, (depth, rows, heads, width, head_dim) in `dtype`, and the
+    rows each bucket runs (the doubled batch where it is guided, the batch elsewhere)."""
 
     depth: int
-    rows: int
     heads: int
     head_dim: int
     dtype: jnp.dtype
+    bucket_rows: tuple[int, ...]
 
-    def zeros(self, width: int) -> jax.Array:
-        return jnp.zeros((self.depth, self.rows, width, self.heads, self.head_dim), self.dtype)
+    def zeros(self, bucket_index: int, width: int) -> jax.Array:
+        return jnp.zeros((self.depth, self.bucket_rows[bucket_index], self.heads, width,
+                          self.head_dim), self.dtype)
+
+
+def _first_rows(segment, rows: int):
+    """A key segment (k_NBHcD, v_NBHcD, valid_Bc) cut to its first `rows` rows: a bucket that runs
+    the conditional rows only reads the conditional half of a doubled scale's keys."""
+    keys, values, valid = segment
+    if valid.shape[0] == rows:
+        return segment
+    return keys[:, :rows], values[:, :rows], valid[:rows]
 
 
 class OwnScale:
     """markov: no context."""
+
+    reach = 0  # later scales that read a scale's keys
 
     def __init__(self, shape: CacheShape, lay: Layout, tables: dict):
         del shape, lay, tables
@@ -57,7 +72,7 @@ class OwnScale:
     def store(self, carry, k, keys, values):
         return carry
 
-    def cache_width(self) -> int:
+    def cache_slots(self) -> int:
         return 0
 
 
@@ -65,17 +80,20 @@ class PreviousScale:
     """markov_prev: the previous scale's keys, values and validity, padded to the bucket width
     (buckets only grow, so the previous bucket's scales always fit)."""
 
+    reach = 1
+
     def __init__(self, shape: CacheShape, lay: Layout, tables: dict):
         self.shape, self.layout, self.tables = shape, lay, tables
 
     def start(self, previous, bucket_index: int):
         width = self.layout.buckets[bucket_index].width
+        rows = self.shape.bucket_rows[bucket_index]
         if previous is None:
-            return self.shape.zeros(width), self.shape.zeros(width), jnp.zeros(
-                (self.shape.rows, width), bool)
-        keys, values, valid = previous
+            return (self.shape.zeros(bucket_index, width), self.shape.zeros(bucket_index, width),
+                    jnp.zeros((rows, width), bool))
+        keys, values, valid = _first_rows(previous, rows)
         extra = width - valid.shape[1]
-        pad_kv = ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))
+        pad_kv = ((0, 0), (0, 0), (0, 0), (0, extra), (0, 0))
         return (jnp.pad(keys, pad_kv), jnp.pad(values, pad_kv),
                 jnp.pad(valid, ((0, 0), (0, extra))))
 
@@ -83,18 +101,19 @@ class PreviousScale:
         return [carry]
 
     def store(self, carry, k, keys, values):
-        width = keys.shape[2]
-        return keys, values, jnp.broadcast_to(self.tables["valid"][k, :width],
-                                              (self.shape.rows, width))
+        rows, width = keys.shape[1], keys.shape[3]
+        return keys, values, jnp.broadcast_to(self.tables["valid"][k, :width], (rows, width))
 
-    def cache_width(self) -> int:
-        return self.layout.max_width
+    def cache_slots(self) -> int:
+        return max(self.shape.bucket_rows) * self.layout.max_width
 
 
 class KVCache:
     """var: every earlier scale's keys/values, one buffer per bucket. A bucket's buffer holds its
     scales' tokens, then the last scale's padding: scale k writes `width` keys at its offset and
     the next scale overwrites the padding."""
+
+    reach = None  # every later scale
 
     def __init__(self, shape: CacheShape, lay: Layout, tables: dict):
         self.shape, self.layout, self.tables = shape, lay, tables
@@ -111,25 +130,27 @@ class KVCache:
             filled = (self.layout.begins[last] + self.layout.patch_nums[last] ** 2
                       - self.first[self.bucket_index])
             width = self.widths[self.bucket_index]
-            valid = jnp.broadcast_to(jnp.arange(width) < filled, (self.shape.rows, width))
+            rows = previous[0].shape[1]
+            valid = jnp.broadcast_to(jnp.arange(width) < filled, (rows, width))
             self.finished.append((previous[0], previous[1], valid))
         self.bucket_index = bucket_index
         width = self.widths[bucket_index]
-        return self.shape.zeros(width), self.shape.zeros(width)
+        return self.shape.zeros(bucket_index, width), self.shape.zeros(bucket_index, width)
 
     def segments(self, carry, k) -> list:
         width = self.widths[self.bucket_index]
+        rows = carry[0].shape[1]
         valid = jnp.arange(width) < self.tables["begins"][k] - self.first[self.bucket_index]
-        return self.finished + [(carry[0], carry[1],
-                                 jnp.broadcast_to(valid, (self.shape.rows, width)))]
+        return [_first_rows(segment, rows) for segment in self.finished] + [
+            (carry[0], carry[1], jnp.broadcast_to(valid, (rows, width)))]
 
     def store(self, carry, k, keys, values):
         offset = self.tables["begins"][k] - self.first[self.bucket_index]
-        return (jax.lax.dynamic_update_slice_in_dim(carry[0], keys, offset, axis=2),
-                jax.lax.dynamic_update_slice_in_dim(carry[1], values, offset, axis=2))
+        return (jax.lax.dynamic_update_slice_in_dim(carry[0], keys, offset, axis=3),
+                jax.lax.dynamic_update_slice_in_dim(carry[1], values, offset, axis=3))
 
-    def cache_width(self) -> int:
-        return sum(self.widths)
+    def cache_slots(self) -> int:
+        return sum(rows * width for rows, width in zip(self.shape.bucket_rows, self.widths))
 
 
 STRATEGIES = {"markov": OwnScale, "markov_prev": PreviousScale, "var": KVCache}

@@ -7,7 +7,8 @@ bucket is compiled separately. `plan_buckets` picks the contiguous partition tha
 (1,4,9,...,256 tokens) and the default cost of 32 tokens, it gives
 [1,4,9] [16,25,36] [64] [100] [169] [256]: 724 padded tokens for 680 real ones (6.5 % waste); the
 512 px layout gets 2,273 for 2,240. One bucket for everything would pad to 2,560 (3.8x), and one
-bucket per scale compiles 10 loop bodies.
+bucket per scale compiles 10 loop bodies. A bucket never mixes scales that run the doubled
+(guided) batch with scales that run the conditional rows only: each bucket's loop has one row count.
 
 Everything here is numpy at trace time; the sampler indexes these tables with the traced scale.
 """
@@ -42,10 +43,12 @@ def plan_buckets(token_counts: Sequence[int], bucket_cost: int = 32) -> list[lis
 
 @dataclasses.dataclass(frozen=True)
 class Bucket:
-    """Scales `scale_ids` (positions in the sampled schedule), padded to `width` tokens."""
+    """Scales `scale_ids` (positions in the sampled schedule), padded to `width` tokens; `guided`:
+    they run the doubled batch [cond; uncond] (see `guidance.guided_rows`)."""
 
     scale_ids: tuple[int, ...]
     width: int
+    guided: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,16 +101,32 @@ def validate_scale_subset(patch_nums: Sequence[int], scale_ids: Sequence[int] | 
     return ids
 
 
+def plan_guided_buckets(token_counts: Sequence[int], guided: Sequence[bool],
+                        bucket_cost: int = 32) -> list[list[int]]:
+    """`plan_buckets` inside each run of consecutive scales with the same `guided` flag."""
+    groups, start = [], 0
+    for end in range(1, len(token_counts) + 1):
+        if end == len(token_counts) or guided[end] != guided[start]:
+            groups += [[start + i for i in g]
+                       for g in plan_buckets(token_counts[start:end], bucket_cost)]
+            start = end
+    return groups
+
+
 def build_layout(patch_nums: Sequence[int], scale_ids: Sequence[int] | None = None,
-                 bucket_cost: int = 32) -> Layout:
-    """Tables for sampling the scales `scale_ids` (default all) of a model with `patch_nums`."""
+                 bucket_cost: int = 32, guided: Sequence[bool] | None = None) -> Layout:
+    """Tables for sampling the scales `scale_ids` (default all) of a model with `patch_nums`;
+    guided: per sampled scale, whether it runs the doubled batch (default: none does)."""
     ids = validate_scale_subset(patch_nums, scale_ids)
     pns = tuple(patch_nums[i] for i in ids)
     counts = [pn * pn for pn in pns]
+    guided = tuple(guided) if guided is not None else (False,) * len(pns)
+    if len(guided) != len(pns):
+        raise ValueError(f"guided has {len(guided)} flags for {len(pns)} sampled scales")
     side = patch_nums[-1]
     full_begins = [b for b, _ in scales.scale_bounds(patch_nums)]
     begins = tuple(b for b, _ in scales.scale_bounds(pns))
-    groups = plan_buckets(counts, bucket_cost)
+    groups = plan_guided_buckets(counts, guided, bucket_cost)
     width_of = {k: max(counts[g[0]:g[-1] + 1]) for g in groups for k in g}
     widest = max(counts)
     num = len(pns)
@@ -121,7 +140,5 @@ def build_layout(patch_nums: Sequence[int], scale_ids: Sequence[int] | None = No
         valid[k, :n] = True
         down[k, :n] = token_grid_matrix(area_matrix(side, pn), area_matrix(side, pn))
         up[k, :, :n] = token_grid_matrix(bicubic_matrix(pn, side), bicubic_matrix(pn, side))
-    buckets = tuple(
-        Bucket(tuple(g), width_of[g[0]]) for g in groups
-    )
+    buckets = tuple(Bucket(tuple(g), width_of[g[0]], guided[g[0]]) for g in groups)
     return Layout(pns, ids, begins, buckets, positions, valid, down, up)

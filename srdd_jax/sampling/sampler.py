@@ -1,9 +1,11 @@
 """The scale-wise sampler: one jit-compiled program of `lax.fori_loop`s over scales.
 
 Per scale k: the input tokens are area_k(f_hat) (the state left by the previous scale); the model
-gives logits for the doubled batch [cond; uncond]; guidance, temperature, top-k/top-p give the
-sampling distribution; tokens are drawn; masked resampling (MR) redraws low-confidence tokens in a
-nested `fori_loop`; known tokens (editing) are forced; f_hat += phi(bicubic(codes)).
+gives logits for the doubled batch [cond; uncond] where guidance acts (the conditional rows alone
+where its weight is 0 and no later scale reads the unconditional keys); guidance, temperature,
+top-k/top-p give the sampling distribution; tokens are drawn, each from its own image's random
+stream (`tokens.token_uniforms`); masked resampling (MR) redraws low-confidence tokens in a nested
+`fori_loop`; known tokens (editing) are forced; f_hat += phi(bicubic(codes)).
 
 The loops carry a `SamplerState`. What a scale attends to besides itself is a strategy per mask
 (`sampling/context.py`): ``var`` a KV cache of every earlier scale (one buffer per size bucket,
@@ -29,14 +31,14 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from srdd_jax import models, parallel
+from srdd_jax import cpu_kernels, models, parallel
 from srdd_jax.progress import Progress
 from srdd_jax.sampling import context, guidance, layout, tokens
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer.model import VAR
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-DECODE_BYTES = 2**28  # bytes of one full-resolution decoder activation per decode chunk
+DECODE_BYTES = 2**26  # bytes of one full-resolution decoder activation per decode chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,13 @@ class SamplerSettings:
     mr_rerun: bool = False
     scale_ids: tuple[int, ...] | None = None  # None: all scales
     bucket_cost: int = 32
+    # The first level (index in patch_nums) sampled without guidance; negative counts from the end
+    # (-2: the last two scales unguided); None: guidance at every scale.
+    cfg_until: int | None = None
+    # True: a scale whose guidance weight is 0 runs the conditional rows only (where no later
+    # guided scale reads its unconditional keys); False: every scale runs the doubled batch as
+    # in VAR's sampler (the same samples, up to float rounding; kept to measure the saving).
+    skip_unguided_rows: bool = True
 
     @classmethod
     def from_config(cls, cfg: ml_collections.ConfigDict) -> SamplerSettings:
@@ -77,6 +86,11 @@ class SamplerSettings:
         ids = layout.validate_scale_subset(patch_nums, self.scale_ids)
         if self.mr_scales is not None and not set(self.mr_scales) <= set(ids):
             raise ValueError(f"sample.mr_scales {self.mr_scales} must be among the sampled scales {ids}")
+        levels = len(patch_nums)
+        if self.cfg_until is not None and not -levels <= self.cfg_until < levels:
+            raise ValueError(f"sample.cfg_until={self.cfg_until} must be a scale index in "
+                             f"[-{levels}, {levels - 1}] (negative: from the end, -2 = the last "
+                             "two scales unguided), or None for guidance at every scale")
         guidance.guidance_weights(self.cfg_schedule, self.cfg, len(ids), self.cfg_list)
 
 
@@ -99,12 +113,15 @@ class Sampler:
         self.model_cfg = model_cfg
         self.tokenizer = models.build_tokenizer(model_cfg)
         self.transformer = models.build_transformer(model_cfg, mask=mask)
+        levels = layout.validate_scale_subset(model_cfg.patch_nums, settings.scale_ids)
+        k = len(levels)
+        self.weights = guidance.stop_guidance(
+            guidance.guidance_weights(settings.cfg_schedule, settings.cfg, k, settings.cfg_list),
+            levels, len(model_cfg.patch_nums), settings.cfg_until)
+        self.guided = guidance.guided_rows(self.weights, context.STRATEGIES[mask].reach,
+                                           settings.skip_unguided_rows)
         self.layout = layout.build_layout(model_cfg.patch_nums, settings.scale_ids,
-                                          settings.bucket_cost)
-        k = len(self.layout.patch_nums)
-        self.weights = guidance.guidance_weights(settings.cfg_schedule, settings.cfg, k,
-                                                 settings.cfg_list)
-        self.use_cfg = bool(np.any(self.weights != 0))
+                                          settings.bucket_cost, self.guided)
         mr_on = np.zeros(k, bool)
         if settings.mr:
             chosen = self.layout.levels if settings.mr_scales is None else settings.mr_scales
@@ -121,7 +138,7 @@ class Sampler:
         self._compiled = {}  # argument shapes and dtypes -> compiled sampler
         self.compile_seconds = 0.0  # of the latest compilation
         self._reported_padding = set()  # batch sizes already logged as padded
-        self.decode = jax.jit(self._decode)
+        self.decode = jax.jit(self._decode, compiler_options=cpu_kernels.conv_options())
 
     # ------------------------------------------------------------------------------ public API
     @property
@@ -131,20 +148,27 @@ class Sampler:
     def cache_bytes(self, batch_size: int) -> int:
         """Bytes of the attention context buffers (KV cache / previous-scale keys and values)."""
         tr = self.model_cfg.transformer
-        rows = 2 * batch_size if self.use_cfg else batch_size
-        width = self._context(self.tables, rows).cache_width()
+        slots = self._context(self.tables, batch_size).cache_slots()
         itemsize = jnp.dtype(models.DTYPES[tr.dtype]).itemsize
-        return 2 * tr.depth * rows * width * tr.embed_dim * itemsize
+        return 2 * tr.depth * slots * tr.embed_dim * itemsize
 
-    def sample(self, params: dict, labels_B, rng, known_idx_BL=None, known_BL=None) -> dict:
+    def rows_per_scale(self, batch_size: int) -> tuple[int, ...]:
+        """Rows the transformer runs at each sampled scale: 2B where guided, B elsewhere."""
+        return tuple(2 * batch_size if g else batch_size for g in self.guided)
+
+    def sample(self, params: dict, labels_B, rng, known_idx_BL=None, known_BL=None,
+               first_index: int = 0) -> dict:
         """Samples a batch.
 
         Args:
           params: {'tokenizer': ..., 'transformer': ...} parameter trees.
           labels_B: (B,) int labels (num_classes = unconditional).
-          rng: a jax PRNG key; the same key gives the same samples.
+          rng: a jax PRNG key seeding the request.
           known_idx_BL, known_BL: optional editing constraints over the sampled sequence: token
             indices and a bool mask of the tokens to force (see `sampling.editing`).
+          first_index: the request index of the batch's first image. Image b draws its random
+            numbers from (rng, first_index + b) alone, so it gets the same tokens (up to float
+            rounding) whatever batch, padding or devices it is sampled with.
         Returns:
           dict with idx_BL (B, L') int32, confidence_BL (B, L') float32 (probability of each token
           under its sampling distribution), f_hat_BhwC (B, h, w, Cv) and resampled_K (K,) int32:
@@ -174,7 +198,8 @@ class Sampler:
         if self.mesh is not None:  # place (or re-place) the parameters as the program expects
             tok_params, tr_params = jax.device_put((tok_params, tr_params),
                                                    self._in_shardings(padded)[:2])
-        args = (tok_params, tr_params, self.tables, labels_B, rng, known_idx_BL, known_BL)
+        args = (tok_params, tr_params, self.tables, labels_B, rng, jnp.int32(first_index),
+                known_idx_BL, known_BL)
         out = self._executable(args)(*args)
         if padded != b:
             out = {name: value if name == "resampled_K" else value[:b] for name, value in out.items()}
@@ -182,8 +207,8 @@ class Sampler:
 
     def generate(self, params: dict, labels_N, rng, batch_size: int,
                  progress_name: str = "sampling") -> dict:
-        """Samples and decodes images for all N labels, `batch_size` at a time (batch k uses
-        fold_in(rng, k * batch_size)). The last batch is padded with rows whose tokens are all
+        """Samples and decodes images for all N labels, `batch_size` at a time (image i draws from
+        (rng, i) whatever the batch size). The last batch is padded with rows whose tokens are all
         forced (so they redraw nothing) and the padding is dropped: one program serves every
         batch. With a mesh, results are gathered on every process.
 
@@ -203,8 +228,8 @@ class Sampler:
             pad = batch_size - len(chunk)
             known = np.zeros((batch_size, length), bool)
             known[len(chunk):] = True
-            out = self.sample(params, np.pad(chunk, (0, pad)), jax.random.fold_in(rng, start),
-                              np.zeros((batch_size, length), np.int32), known)
+            out = self.sample(params, np.pad(chunk, (0, pad)), rng,
+                              np.zeros((batch_size, length), np.int32), known, first_index=start)
             decoded = self.decode(params["tokenizer"], out["f_hat_BhwC"])
             return (parallel.to_host(decoded)[:len(chunk)], parallel.to_host(out["idx_BL"])[:len(chunk)],
                     np.asarray(out["resampled_K"]))
@@ -244,7 +269,8 @@ class Sampler:
 
     def jitted(self, batch_size: int):
         """The jitted sampler core for a batch size: (tok_params, tr_params, tables, labels, rng,
-        known_idx, known) -> outputs; with explicit shardings when the sampler has a mesh."""
+        first_index, known_idx, known) -> outputs; with explicit shardings when the sampler has a
+        mesh."""
         if batch_size not in self._jitted:
             if self.mesh is None:
                 self._jitted[batch_size] = jax.jit(self._sample)
@@ -259,7 +285,7 @@ class Sampler:
         length = self.sequence_length
         args = (params["tokenizer"], params["transformer"], self.tables,
                 jax.ShapeDtypeStruct((batch_size,), jnp.int32), jax.random.key(0),
-                jax.ShapeDtypeStruct((batch_size, length), jnp.int32),
+                jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((batch_size, length), jnp.int32),
                 jax.ShapeDtypeStruct((batch_size, length), bool))
         return self._executable(args)
 
@@ -282,7 +308,7 @@ class Sampler:
         return (parallel.param_shardings(models.abstract_params(cfg, "tokenizer"), mesh),
                 parallel.param_shardings(models.abstract_params(cfg, "transformer"), mesh),
                 jax.tree.map(lambda _: replicated, self.tables),
-                parallel.batch_sharding(mesh, 1, batch_size), replicated,
+                parallel.batch_sharding(mesh, 1, batch_size), replicated, replicated,
                 parallel.batch_sharding(mesh, 2, batch_size),
                 parallel.batch_sharding(mesh, 2, batch_size))
 
@@ -319,18 +345,20 @@ class Sampler:
         return max(1, DECODE_BYTES // per_image)
 
     # ---------------------------------------------------------------------------- internals
-    def _context(self, tables, rows: int):
+    def _context(self, tables, batch_size: int):
         tr = self.model_cfg.transformer
-        shape = context.CacheShape(tr.depth, rows, tr.num_heads, tr.embed_dim // tr.num_heads,
-                                   models.DTYPES[tr.dtype])
+        rows = tuple(2 * batch_size if b.guided else batch_size for b in self.layout.buckets)
+        shape = context.CacheShape(tr.depth, tr.num_heads, tr.embed_dim // tr.num_heads,
+                                   models.DTYPES[tr.dtype], rows)
         return context.STRATEGIES[self.mask](shape, self.layout, tables)
 
-    def _sample(self, tok_params, tr_params, tables, labels_B, rng, known_idx_BL, known_BL):
+    def _sample(self, tok_params, tr_params, tables, labels_B, rng, first_index, known_idx_BL,
+                known_BL):
         lay = self.layout
         b = labels_B.shape[0]
-        scales = _ScaleStep(self, tok_params, tr_params, tables, labels_B, rng, known_idx_BL,
-                            known_BL)
-        strategy = self._context(tables, scales.rows)
+        scales = _ScaleStep(self, tok_params, tr_params, tables, labels_B,
+                            tokens.image_keys(rng, first_index, b), known_idx_BL, known_BL)
+        strategy = self._context(tables, b)
         side, cv = lay.patch_nums[-1], self.model_cfg.tokenizer.z_channels
         padded = lay.length + lay.max_width
         state = SamplerState(f_hat_BnC=jnp.zeros((b, side * side, cv), jnp.float32),
@@ -341,7 +369,7 @@ class Sampler:
         for index, bucket in enumerate(lay.buckets):
             state = state.replace(context=strategy.start(state.context, index))
             state = jax.lax.fori_loop(bucket.scale_ids[0], bucket.scale_ids[-1] + 1,
-                                      functools.partial(scales, bucket.width, strategy), state)
+                                      functools.partial(scales, bucket, strategy), state)
         return dict(idx_BL=state.idx_BL[:, :lay.length],
                     confidence_BL=state.confidence_BL[:, :lay.length],
                     f_hat_BhwC=state.f_hat_BnC.reshape(b, side, side, cv),
@@ -364,24 +392,29 @@ class SamplerState:
 class _ScaleStep:
     """One scale of the sampler inside a traced program: model -> guidance -> filter -> draw ->
     masked resampling -> editing constraints -> f_hat update. Called as
-    `step(width, strategy, k, state) -> state` (the body of a bucket's fori_loop)."""
+    `step(bucket, strategy, k, state) -> state` (the body of a bucket's fori_loop); the bucket
+    says how wide its scales are padded and whether they run the doubled (guided) batch."""
 
-    def __init__(self, sampler: Sampler, tok_params, tr_params, tables, labels_B, rng,
+    def __init__(self, sampler: Sampler, tok_params, tr_params, tables, labels_B, image_keys_B,
                  known_idx_BL, known_BL):
-        self.settings, self.tables, self.rng = sampler.settings, tables, rng
+        self.settings, self.tables, self.image_keys = sampler.settings, tables, image_keys_B
         self.tokenizer, self.transformer = sampler.tokenizer, sampler.transformer
         self.tok_vars, self.tr_vars = {"params": tok_params}, {"params": tr_params}
-        self.twice = sampler.use_cfg
         self.batch = labels_B.shape[0]
-        self.rows = 2 * self.batch if self.twice else self.batch
         self.side = sampler.layout.patch_nums[-1]
         self.channels = sampler.model_cfg.tokenizer.z_channels
         null = jnp.full_like(labels_B, sampler.model_cfg.transformer.num_classes)
-        labels_in = jnp.concatenate([labels_B, null]) if self.twice else labels_B
-        self.cond = self.transformer.apply(self.tr_vars, labels_in, method=VAR.condition)
+        self.cond_2B = self.transformer.apply(self.tr_vars, jnp.concatenate([labels_B, null]),
+                                              method=VAR.condition)  # [cond; uncond] rows
         pad = sampler.layout.max_width
         self.known_idx = jnp.pad(known_idx_BL, ((0, 0), (0, pad)))
         self.known = jnp.pad(known_BL, ((0, 0), (0, pad)))
+
+    def uniforms(self, k, draw: int, width: int):
+        """Each image's uniforms for draw `draw` of scale k, (B, width); None when greedy."""
+        if self.settings.greedy:
+            return None
+        return tokens.token_uniforms(self.image_keys, k, draw, width)
 
     def add_codes(self, f_hat_BnC, idx_Bw, use_Bw, k, width):
         """f_hat += phi_level(bicubic(codes)) on the flattened latent grid; tokens where `use_Bw` is
@@ -393,21 +426,24 @@ class _ScaleStep:
         h = self.tokenizer.apply(self.tok_vars, up, self.tables["levels"][k], method=VQVAE.phi)
         return f_hat_BnC + h.reshape(self.batch, self.side * self.side, self.channels)
 
-    def model_probs(self, f_hat_BnC, k, width, segments):
-        """Sampling probabilities (B, w, V) and this scale's keys/values (N, rows, w, H, D)."""
+    def model_probs(self, f_hat_BnC, k, width, segments, guided: bool):
+        """Sampling probabilities (B, w, V) and this scale's keys/values (N, rows, H, w, D): rows
+        2B ([cond; uncond]) when `guided`, else B (the conditional rows; guidance weight 0)."""
         tables, s = self.tables, self.settings
+        rows = 2 * self.batch if guided else self.batch
+        cond = self.cond_2B[:rows]
         x_in = jnp.einsum("wn,bnc->bwc", tables["down"][k, :width], f_hat_BnC, precision=_HIGHEST)
-        valid = jnp.broadcast_to(tables["valid"][k, :width], (self.rows, width))
+        valid = jnp.broadcast_to(tables["valid"][k, :width], (rows, width))
         emb = self.transformer.apply(
-            self.tr_vars, self.cond, _merge(x_in, self.twice), tables["levels"][k],
+            self.tr_vars, cond, _merge(x_in, guided), tables["levels"][k],
             tables["positions"][k, :width], k == 0, method=VAR.embed_scale)
-        logits, keys, values = self.transformer.apply(self.tr_vars, emb, self.cond, segments, valid,
+        logits, keys, values = self.transformer.apply(self.tr_vars, emb, cond, segments, valid,
                                                       method=VAR.step)
-        if self.twice:
+        if guided:
             logits = guidance.guide(logits, tables["weights"][k])
         return tokens.distribution(logits, s.temperature, s.top_k, s.top_p), keys, values
 
-    def resample(self, f_hat_BnC, k, width, segments, idx, probs, resample_Bw, rng_k):
+    def resample(self, f_hat_BnC, k, width, segments, guided, idx, probs, resample_Bw):
         """Masked resampling: `mr_iterations` times, redraw the tokens under `mr_threshold` among
         `resample_Bw`; with mr_rerun the model first re-runs on the state holding the confident
         tokens. Returns (idx, probs, number of redraws)."""
@@ -419,29 +455,28 @@ class _ScaleStep:
             low = (tokens.confidence(probs, idx) < s.mr_threshold) & resample_Bw
             if s.mr_rerun:
                 refined = self.add_codes(f_hat_BnC, idx, valid_w & ~low, k, width)
-                probs = self.model_probs(refined, k, width, segments)[0]
-            new = tokens.draw(jax.random.fold_in(rng_k, j + 1), probs, s.greedy)
+                probs = self.model_probs(refined, k, width, segments, guided)[0]
+            new = tokens.draw(self.uniforms(k, j + 1, width), probs, s.greedy)
             return jnp.where(low, new, idx), probs, count + jnp.sum(low)
 
         return jax.lax.fori_loop(0, s.mr_iterations, iteration,
                                  (idx, probs, jnp.zeros((), jnp.int32)))
 
-    def __call__(self, width: int, strategy, k, state: SamplerState) -> SamplerState:
-        s, tables = self.settings, self.tables
-        rng_k = jax.random.fold_in(self.rng, k)
+    def __call__(self, bucket: layout.Bucket, strategy, k, state: SamplerState) -> SamplerState:
+        s, tables, width = self.settings, self.tables, bucket.width
         segments = strategy.segments(state.context, k)
-        probs, keys, values = self.model_probs(state.f_hat_BnC, k, width, segments)
+        probs, keys, values = self.model_probs(state.f_hat_BnC, k, width, segments, bucket.guided)
         begin = tables["begins"][k]
         known_w = jax.lax.dynamic_slice_in_dim(self.known, begin, width, axis=1)
         known_idx_w = jax.lax.dynamic_slice_in_dim(self.known_idx, begin, width, axis=1)
-        idx = tokens.draw(jax.random.fold_in(rng_k, 0), probs, s.greedy)
+        idx = tokens.draw(self.uniforms(k, 0, width), probs, s.greedy)
         idx = jnp.where(known_w, known_idx_w, idx)
         valid_w = jnp.broadcast_to(tables["valid"][k, :width], idx.shape)
         count = jnp.zeros((), jnp.int32)
         if s.mr:
             resample_Bw = valid_w & ~known_w & tables["mr_on"][k]
-            idx, probs, count = self.resample(state.f_hat_BnC, k, width, segments, idx, probs,
-                                              resample_Bw, rng_k)
+            idx, probs, count = self.resample(state.f_hat_BnC, k, width, segments, bucket.guided,
+                                              idx, probs, resample_Bw)
         return SamplerState(
             f_hat_BnC=self.add_codes(state.f_hat_BnC, idx, valid_w, k, width),
             idx_BL=jax.lax.dynamic_update_slice_in_dim(state.idx_BL, idx, begin, axis=1),

@@ -5,6 +5,11 @@ removed a token); the confidence of a token is its probability there. Both filte
 of the tokens sorted by logit, so they reduce to one threshold per position, found with a single
 sort of the values (a `top_k` when k > 0). Draws use the inverse CDF (one uniform per token), so
 masked resampling redraws cheaply from a cached CDF.
+
+Randomness is per image: image i of a request draws from `image_keys(rng, i)` only, and each token
+from a key folded from its image's key, its scale, the draw (0, then one per MR iteration) and its
+position in the scale (`token_uniforms`). So the same seed gives an image the same random numbers
+whatever the batch it is drawn in, its padding, and the devices the batch is split over.
 """
 
 from __future__ import annotations
@@ -42,12 +47,32 @@ def distribution(logits_BlV: jax.Array, temperature: float = 1.0, top_k: int = 0
     return jax.nn.softmax(filter_logits(logits_BlV, temperature, top_k, top_p), axis=-1)
 
 
-def draw(rng, probs_BlV: jax.Array, greedy: bool) -> jax.Array:
-    """A token per position (B, l) int32: argmax when greedy, else an inverse-CDF draw."""
+def image_keys(rng, first_index, batch_size: int) -> jax.Array:
+    """(B,) keys of images first_index ... first_index + B - 1 of a request seeded by `rng`."""
+    indices = jnp.asarray(first_index, jnp.uint32) + jnp.arange(batch_size, dtype=jnp.uint32)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, indices)
+
+
+def token_uniforms(image_keys_B: jax.Array, scale, draw, width: int) -> jax.Array:
+    """(B, width) float32 uniforms in [0, 1): token p of `scale` in draw `draw` of each image
+    uses fold_in(fold_in(fold_in(image key, scale), draw), p), so a token's number depends on
+    neither the batch nor the padded width of its scale. scale and draw may be traced."""
+
+    def per_image(key):
+        key = jax.random.fold_in(jax.random.fold_in(key, scale), draw)
+        return jax.vmap(lambda p: jax.random.uniform(jax.random.fold_in(key, p)))(
+            jnp.arange(width, dtype=jnp.uint32))
+
+    return jax.vmap(per_image)(image_keys_B)
+
+
+def draw(uniforms_Bl: jax.Array | None, probs_BlV: jax.Array, greedy: bool) -> jax.Array:
+    """A token per position (B, l) int32: argmax when greedy (uniforms unused, may be None), else
+    the inverse-CDF draw of each position's uniform in [0, 1)."""
     if greedy:
         return jnp.argmax(probs_BlV, axis=-1).astype(jnp.int32)
     cdf = jnp.cumsum(probs_BlV, axis=-1)
-    u = jax.random.uniform(rng, probs_BlV.shape[:-1] + (1,)) * cdf[..., -1:]
+    u = uniforms_Bl[..., None] * cdf[..., -1:]
     idx = jnp.sum(cdf <= u, axis=-1)
     return jnp.minimum(idx, probs_BlV.shape[-1] - 1).astype(jnp.int32)
 

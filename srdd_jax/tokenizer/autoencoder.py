@@ -77,15 +77,62 @@ class Downsample(nn.Module):
         return conv(c, 3, "conv", self.dtype, stride=2, padding=((0, 1), (0, 1)))(x_BHWC)
 
 
+def _fold_taps(kernel_3xx, phase: int, axis: int) -> jax.Array:
+    """The three taps of a 3x3 kernel along `axis`, as seen from the low-resolution grid by the
+    output rows (or columns) of one phase of a nearest x2 upsampling: phase 0 (even outputs) reads
+    low-res offsets (-1, 0) with taps (k0, k1 + k2); phase 1 (odd outputs) reads (0, +1) with
+    (k0 + k1, k2)."""
+    k0, k1, k2 = jnp.split(kernel_3xx, 3, axis=axis)
+    return jnp.concatenate([k0, k1 + k2] if phase == 0 else [k0 + k1, k2], axis=axis)
+
+
+def upsample_conv(x_BhwC: jax.Array, kernel_33IO: jax.Array, bias_O: jax.Array) -> jax.Array:
+    """conv3x3 (zero padding) of the nearest x2 upsampled x, computed on the low-resolution grid.
+
+    Each of the four output phases (row parity, column parity) is a 2x2 convolution of x with the
+    3x3 kernel's taps folded (`_fold_taps`), so the upsampled image is never built and the work is
+    16 instead of 36 multiply-adds per input pixel and channel pair (the same sums, added in
+    another order). (B, h, w, I) -> (B, 2h, 2w, O).
+    """
+    b, h, w, _ = x_BhwC.shape
+    rows = []
+    for row_phase in (0, 1):
+        kernel_row = _fold_taps(kernel_33IO, row_phase, axis=0)
+        columns = []
+        for col_phase in (0, 1):
+            kernel_22IO = _fold_taps(kernel_row, col_phase, axis=1)
+            padding = ((1, 0) if row_phase == 0 else (0, 1), (1, 0) if col_phase == 0 else (0, 1))
+            columns.append(jax.lax.conv_general_dilated(
+                x_BhwC, kernel_22IO, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        rows.append(jnp.stack(columns, axis=3))  # (B, h, w, 2, O)
+    out = jnp.stack(rows, axis=2)  # (B, h, 2, w, 2, O)
+    return out.reshape(b, 2 * h, 2 * w, kernel_33IO.shape[-1]) + bias_O
+
+
+class UpsampleConv(nn.Module):
+    """The parameters of a 3x3 `nn.Conv` (`kernel` (3, 3, C, C), `bias` (C,), same initialisers),
+    applied by `upsample_conv` to a nearest x2 upsampling of its input."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BhwC: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (3, 3, x_BhwC.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return upsample_conv(x_BhwC.astype(self.dtype), kernel.astype(self.dtype),
+                             bias.astype(self.dtype))
+
+
 class Upsample(nn.Module):
-    """Nearest x2, then a 3x3 conv: (B, H, W, C) -> (B, 2H, 2W, C)."""
+    """Nearest x2, then a 3x3 conv: (B, H, W, C) -> (B, 2H, 2W, C), computed as `upsample_conv`."""
 
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-        x_BHWC = jnp.repeat(jnp.repeat(x_BHWC, 2, axis=1), 2, axis=2)
-        return conv(x_BHWC.shape[-1], 3, "conv", self.dtype)(x_BHWC)
+        return UpsampleConv(x_BHWC.shape[-1], self.dtype, name="conv")(x_BHWC)
 
 
 class Level(nn.Module):

@@ -10,7 +10,8 @@
 Callers split attention per query scale over the key range that scale may see (see
 `transformer.masks`), so no path ever builds an L x L matrix.
 
-Shapes: B batch, q queries, k keys, H heads, D head size.
+Shapes: B batch, q queries, k keys, H heads, D head size. Queries, keys and values are heads-major
+(B, H, q/k, D); outputs are (B, q, H, D), ready for the output projection.
 """
 
 from __future__ import annotations
@@ -59,67 +60,66 @@ def resolve(name: str, dtype, head_dim: int) -> str:
     return name
 
 
-def attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, implementation: str = "xla",
+def attend(q_BHqD, k_BHkD, v_BHkD, softmax_scale: float, implementation: str = "xla",
            key_lengths_B=None) -> jax.Array:
     """Softmax attention of every query over keys [0, key_lengths) (all keys when None).
 
-    implementation: 'xla', 'cudnn', or 'auto' (cudnn where `fused_supported`, and the xla path
-    when cuDNN refuses these shapes while tracing). Returns (B, q, H, D) in the values' dtype.
+    Inputs are heads-major, (B, H, q, D) and (B, H, k, D): the layout the XLA path reads without
+    copies. implementation: 'xla', 'cudnn', or 'auto' (cudnn where `fused_supported`, and the xla
+    path when cuDNN refuses these shapes while tracing). Returns (B, q, H, D) in the values' dtype.
     """
     if implementation == "auto":
-        if fused_supported(q_BqHD.dtype, q_BqHD.shape[-1]):
+        if fused_supported(q_BHqD.dtype, q_BHqD.shape[-1]):
             try:
-                return attend(q_BqHD, k_BkHD, v_BkHD, softmax_scale, "cudnn", key_lengths_B)
+                return attend(q_BHqD, k_BHkD, v_BHkD, softmax_scale, "cudnn", key_lengths_B)
             except (NotImplementedError, RuntimeError, ValueError) as err:
-                _warn_once(f"cuDNN fused attention refused q {q_BqHD.shape}, k {k_BkHD.shape} "
+                _warn_once(f"cuDNN fused attention refused q {q_BHqD.shape}, k {k_BHkD.shape} "
                            f"({err}); using the XLA path for them")
         implementation = "xla"
     if implementation == "cudnn":
         lengths = None if key_lengths_B is None else key_lengths_B.astype(jnp.int32)
-        return jax.nn.dot_product_attention(q_BqHD, k_BkHD, v_BkHD, scale=softmax_scale,
+        q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q_BHqD, k_BHkD, v_BHkD))
+        return jax.nn.dot_product_attention(q, k, v, scale=softmax_scale,
                                             key_value_seq_lengths=lengths,
                                             implementation="cudnn")
     valid_Bk = None
     if key_lengths_B is not None:
-        valid_Bk = jnp.arange(k_BkHD.shape[1])[None] < key_lengths_B[:, None]
-    return attend_masked(q_BqHD, k_BkHD, v_BkHD, softmax_scale, valid_Bk)
+        valid_Bk = jnp.arange(k_BHkD.shape[2])[None] < key_lengths_B[:, None]
+    return attend_segments(q_BHqD, [(k_BHkD, v_BHkD, valid_Bk)], softmax_scale)
 
 
-def attend_masked(q_BqHD, k_BkHD, v_BkHD, softmax_scale: float, key_valid_Bk=None) -> jax.Array:
-    """The XLA path: softmax in float32; `key_valid_Bk` (B, k) bool masks keys."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k_BkHD).astype(jnp.float32) * softmax_scale
-    if key_valid_Bk is not None:
-        logits = jnp.where(key_valid_Bk[:, None, None, :], logits, -jnp.inf)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v_BkHD.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v_BkHD)
+def attend_segments(q_BHqD, segments, softmax_scale: float) -> jax.Array:
+    """The XLA path: softmax attention over keys in one or more segments, never concatenated.
 
-
-def attend_segments(q_BqHD, segments, softmax_scale: float) -> jax.Array:
-    """Softmax attention over keys split into segments, without concatenating them (inference).
-
-    One softmax across all segments: logits per segment, one running max, and the outputs summed
-    and normalised once at the end, so a KV cache is read where it lies instead of being copied
-    next to the new keys. Every query must see at least one valid key.
+    One softmax across all segments: float32 logits per segment, one running max, exp, and the
+    value products summed and divided by the softmax denominator once at the end. A KV cache is
+    read where it lies instead of being copied next to the new keys. Masked keys get an additive
+    -inf bias (a select on the logits keeps XLA on CPU from fusing the exp into the value product,
+    about 3x slower at 256 tokens), and the normalisation after the value product saves a pass
+    over the (B, H, q, k) weights. Every query must see at least one valid key.
 
     Args:
-      q_BqHD: queries (B, q, H, D).
-      segments: sequence of (k_BkHD, v_BkHD, valid_Bk), one per key segment (k may differ); valid
-        is (B, k) bool.
+      q_BHqD: queries (B, H, q, D).
+      segments: sequence of (k_BHkD, v_BHkD, valid_Bk), one per key segment (k may differ);
+        valid is (B, k) bool, or None when every key is valid.
       softmax_scale: multiplies the logits.
     Returns:
       (B, q, H, D) in the dtype of the values.
     """
-    logits = [
-        jnp.where(valid[:, None, None, :],
-                  jnp.einsum("bqhd,bkhd->bhqk", q_BqHD, k).astype(jnp.float32) * softmax_scale,
-                  -jnp.inf)
-        for k, _, valid in segments
-    ]
-    peak_BHq = functools.reduce(jnp.maximum, [jnp.max(lg, axis=-1) for lg in logits])
-    total_BHq = jnp.zeros_like(peak_BHq)
-    out_BqHD = jnp.zeros(q_BqHD.shape, jnp.float32)
+    logits = []
+    for k, _, valid in segments:
+        lg = jnp.einsum("bhqd,bhkd->bhqk", q_BHqD, k).astype(jnp.float32) * softmax_scale
+        if valid is not None:
+            lg = lg + jnp.where(valid, 0.0, -jnp.inf).astype(jnp.float32)[:, None, None, :]
+        logits.append(lg)
+    peak_BHq1 = functools.reduce(jnp.maximum, [jnp.max(lg, axis=-1, keepdims=True)
+                                               for lg in logits])
+    total_BHq = 0.0
+    out_BqHD = 0.0
     for lg, (_, v, _) in zip(logits, segments):
-        weights = jnp.exp(lg - peak_BHq[..., None])
+        weights = jnp.exp(lg - peak_BHq1)
         total_BHq = total_BHq + jnp.sum(weights, axis=-1)
-        out_BqHD = out_BqHD + jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
-    return (out_BqHD / jnp.transpose(total_BHq, (0, 2, 1))[..., None]).astype(segments[0][1].dtype)
+        out_BqHD = out_BqHD + jnp.einsum("bhqk,bhkd->bqhd", weights.astype(v.dtype), v,
+                                         preferred_element_type=jnp.float32)
+    denominator_BqH1 = jnp.transpose(total_BHq, (0, 2, 1))[..., None]
+    return (out_BqHD / denominator_BqH1).astype(segments[0][1].dtype)

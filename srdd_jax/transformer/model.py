@@ -132,17 +132,18 @@ class SelfAttention(nn.Module):
         return 1.0 if self.attn_l2_norm else 0.25 / math.sqrt(self.embed_dim // self.num_heads)
 
     def project(self, x_BLC: jax.Array):
-        """(B, L, C) -> q, k, v each (B, L, H, D), q/k normalised and q scaled when l2-norm is on."""
+        """(B, L, C) -> q, k, v each heads-major (B, H, L, D), the layout `attention` reads; q/k
+        normalised and q scaled when l2-norm is on."""
         b, length, c = x_BLC.shape
         h = self.num_heads
         qkv = self.mat_qkv(x_BLC)
         qkv = qkv + jnp.concatenate([self.q_bias, jnp.zeros_like(self.q_bias), self.v_bias]
                                     ).astype(qkv.dtype)
         qkv = qkv.reshape(b, length, 3, h, c // h)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = (jnp.transpose(qkv[:, :, i], (0, 2, 1, 3)) for i in range(3))
         if self.attn_l2_norm:
             temperature_H = jnp.exp(jnp.minimum(self.scale_mul, MAX_SCALE_MUL))
-            q = l2_normalize(q) * temperature_H[:, None].astype(q.dtype)
+            q = l2_normalize(q) * temperature_H[:, None, None].astype(q.dtype)
             k = l2_normalize(k)
         return q, k, v
 
@@ -154,7 +155,7 @@ class SelfAttention(nn.Module):
         """Teacher-forced attention over the whole sequence, (B, L, C) -> (B, L, C)."""
         q, k, v = self.project(x_BLC)
         outputs = [
-            attention.attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], self.softmax_scale,
+            attention.attend(q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1], self.softmax_scale,
                              self.implementation)
             for (q0, q1), (k0, k1) in self.ranges
         ]
@@ -165,11 +166,11 @@ class SelfAttention(nn.Module):
 
         Args:
           x_BlC: this scale's (padded) tokens (B, l, C).
-          context: sequence of (k_BcHD, v_BcHD, valid_Bc) key segments of earlier scales (may be
+          context: sequence of (k_BHcD, v_BHcD, valid_Bc) key segments of earlier scales (may be
             empty); attended together with this scale's own keys, never concatenated.
           own_valid_Bl: (B, l) bool, True on a prefix (the scale's tokens), False on padding.
         Returns:
-          (out_BlC, k_BlHD, v_BlHD): the output and this scale's keys/values.
+          (out_BlC, k_BHlD, v_BHlD): the output and this scale's keys/values.
         """
         q, k, v = self.project(x_BlC)
         if not context:  # markov: this scale's own keys only
@@ -421,11 +422,11 @@ class VAR(nn.Module):
         Args:
           x_BlC: `embed_scale` output (B, l, C).
           cond_BC: class embeddings (B, C).
-          contexts: sequence of key segments (k_NBcHD, v_NBcHD, valid_Bc) this scale attends to
+          contexts: sequence of key segments (k_NBHcD, v_NBHcD, valid_Bc) this scale attends to
             besides itself, keys/values stacked over the N blocks (empty for the markov mask).
           own_valid_Bl: (B, l) bool, False on padding.
         Returns:
-          (logits_BlV float32, k_NBlHD, v_NBlHD) with this scale's keys/values for later scales.
+          (logits_BlV float32, k_NBHlD, v_NBHlD) with this scale's keys/values for later scales.
         """
         block_cond = self.block_condition(cond_BC)
         kv_per_layer = tuple((k_N, v_N) for k_N, v_N, _ in contexts)
