@@ -16,9 +16,12 @@ each measurement in its own process (so its peak memory and start-up are its own
   compile), steady-state step time, tokens/s, peak memory, and model FLOP utilisation (the
   transformer's matmul FLOPs, tokenizer not counted) against the bf16 matmul rate measured in
   the same process;
-- `torch_train`, `torch_sample_256`, `torch_sample_512`: the same with VAR's code
-  (`--var-src`: a checkout of github.com/FoundationVision/VAR, never part of this repository),
-  under `torch.autocast(bfloat16)`, SDPA attention, fused AdamW.
+- `torch_train`: the same train step with VAR's code (`--var-src`: a checkout of
+  github.com/FoundationVision/VAR, never part of this repository), under
+  `torch.autocast(bfloat16)`, SDPA attention, fused AdamW.
+
+Sampling side by side with VAR's code (images/s, tokens and decoder apart, peak memory, each lever
+alone) is `benchmarks/vs_var.py --device gpu`; the README's one device command runs both.
 
 Prints one JSON line per measurement as it ends (also appended to OUT/gpu_results.jsonl), then a
 summary with the ratios. `--quick` shrinks every size (for a dry run on a CPU).
@@ -174,10 +177,7 @@ def measure_sample(args, patch_nums, mask: str, cache_dir: str) -> dict:
     batch = 4 if args.quick else batch
     sampler = Sampler(cfg, SamplerSettings(**SETTINGS), mask=mask)
     start = time.perf_counter()
-    sampler.compile(params, batch)
-    side = cfg.patch_nums[-1]
-    f_hat = jax.ShapeDtypeStruct((batch, side, side, cfg.tokenizer.z_channels), np.float32)
-    sampler.decode.lower(params["tokenizer"], f_hat).compile()
+    sampler.compile(params, batch)  # the sampler and the decoder
     compile_s = time.perf_counter() - start
     labels = np.arange(batch, dtype=np.int32) % cfg.transformer.num_classes
 
@@ -343,42 +343,6 @@ def measure_torch_train(args) -> dict:
             "bf16_matmul_flops_per_s": _torch_matmul_rate(args.quick)}
 
 
-def measure_torch_sample(args, patch_nums) -> dict:
-    import torch
-
-    start = time.perf_counter()
-    patch_nums = QUICK_PN if args.quick else patch_nums
-    vae, var = _torch_models(args, patch_nums)
-    vae.eval()
-    var.eval()
-    batch = 4 if args.quick else (args.batch if patch_nums == PN_256 else args.batch_512)
-    labels = torch.arange(batch, device=args.torch_device) % 1000
-    _sync()
-    build_s = time.perf_counter() - start
-
-    def generate():
-        with torch.inference_mode(), torch.autocast(args.torch_device, dtype=torch.bfloat16):
-            images = var.autoregressive_infer_cfg(batch, labels, cfg=SETTINGS["cfg"],
-                                                  top_k=32 if args.quick else SETTINGS["top_k"],
-                                                  top_p=SETTINGS["top_p"])
-        _sync()
-        return images
-
-    generate()
-    to_first = time.perf_counter() - start
-    _reset_peak()
-    times = []
-    for _ in range(5):
-        begin = time.perf_counter()
-        images = generate()
-        times.append(time.perf_counter() - begin)
-    step = statistics.median(times)
-    return {"image_size": 16 * patch_nums[-1], "batch": batch, "build_s": build_s,
-            "time_to_first_sample_s": to_first, "batch_s": step, "batch_s_all": times,
-            "images_per_s": batch / step, "peak_device_bytes": _torch_peak_bytes(),
-            "images_finite": bool(torch.isfinite(images).all())}
-
-
 def _torch_matmul_rate(quick: bool) -> float:
     import torch
 
@@ -404,8 +368,7 @@ def plan(args) -> list[tuple[str, list[str], int]]:
              ("first_sample_cold", [f"--cache={cache}"], 240),
              ("first_sample_warm", [f"--cache={cache}"], 120)]
     if args.var_src:
-        steps += [("torch_sample_256", [], 150), ("torch_sample_512", [], 150),
-                  ("torch_train", [], 150)]
+        steps += [("torch_train", [], 150)]
     steps += [("sample_512", ["--cache=off"], 200), ("train_dots", [], 200),
               ("train_tokens_dots", [], 200), ("train_tokens_none", [], 200),
               ("train_tokens_full", [], 200), ("sample_var", ["--cache=off"], 200)]
@@ -425,8 +388,6 @@ def run_one(args, name: str, cache: str) -> dict:
         return measure_train(args, name.split("_")[-1], name.startswith("train_tokens_"))
     if name == "torch_train":
         return measure_torch_train(args)
-    if name.startswith("torch_sample_"):
-        return measure_torch_sample(args, PN_256 if name.endswith("256") else PN_512)
     raise ValueError(f"unknown measurement {name!r}")
 
 
@@ -442,14 +403,8 @@ def summary(results: dict) -> dict:
         "time_to_first_sample_warm_s": get("first_sample_warm", "time_to_first_sample_s"),
         "time_to_first_sample_warm_after_import_s": get("first_sample_warm",
                                                         "time_to_first_sample_after_import_s"),
-        "markov_over_official_images_per_s_256": ratio(get("first_sample_warm", "images_per_s"),
-                                                       get("torch_sample_256", "images_per_s")),
-        "markov_over_official_images_per_s_512": ratio(get("sample_512", "images_per_s"),
-                                                       get("torch_sample_512", "images_per_s")),
-        "markov_over_official_peak_memory_256": ratio(get("first_sample_cold", "peak_device_bytes"),
-                                                      get("torch_sample_256", "peak_device_bytes")),
-        "markov_over_official_peak_memory_512": ratio(get("sample_512", "peak_device_bytes"),
-                                                      get("torch_sample_512", "peak_device_bytes")),
+        "train_step_over_official": ratio(get("torch_train", "step_s"),
+                                          get("train_dots", "step_s")),
         "train_mfu": {k: v.get("mfu") for k, v in results.items() if k.startswith("train_")},
         "train_step_s": {k: v.get("step_s") for k, v in results.items() if "train" in k},
         "train_peak_bytes": {k: v.get("peak_device_bytes") for k, v in results.items()

@@ -148,13 +148,13 @@ def split_data(classes, destination: str, name: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------ training
-def train_models(args, config) -> dict:
+def train_models(args, config, masks=MASKS) -> dict:
     """Trains the shared tokenizer, then a transformer per (mask, seed); {(mask, seed): model dir}."""
     tok_dir = os.path.join(args.workdir, "tokenizer")
     if not os.path.exists(os.path.join(tok_dir, "model")):
         experiment.run(_with(config, mode="train_tokenizer"), tok_dir)
     dirs = {}
-    for mask in MASKS:
+    for mask in masks:
         for seed in values(args.seeds, int):
             run_dir = os.path.join(args.workdir, f"{mask}_seed{seed}")
             if not os.path.exists(os.path.join(run_dir, "model")):

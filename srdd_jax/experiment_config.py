@@ -27,8 +27,22 @@ def run_config(steps: int, batch_size: int, base_lr: float) -> ml_collections.Co
         profile_steps=0))
 
 
+def sampler_settings_config() -> ml_collections.ConfigDict:
+    """`SamplerSettings`' fields with their defaults; a field whose default is None (cfg_list,
+    mr_scales, scale_ids, cfg_until) is a typed placeholder, so `--config.sample.settings.x=...`
+    can set it on the command line."""
+    settings = {}
+    for field in dataclasses.fields(SamplerSettings):
+        if field.default is None:
+            kind = tuple if str(field.type).startswith("tuple") else int
+            settings[field.name] = ml_collections.config_dict.placeholder(kind)
+        else:
+            settings[field.name] = field.default
+    return ml_collections.ConfigDict(settings)
+
+
 def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    settings = {f.name: f.default for f in dataclasses.fields(SamplerSettings)}
+    settings = sampler_settings_config()
     cfg = ml_collections.ConfigDict(dict(
         mode="train",
         seed=0,

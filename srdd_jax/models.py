@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from srdd_jax import parallel, scales
+from srdd_jax import host_memory, parallel, scales
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer import attention, masks
 from srdd_jax.transformer.model import VAR, validate_remat
@@ -164,10 +164,13 @@ def create_params(cfg: ml_collections.ConfigDict, rng, which: str):
 def init_params(cfg: ml_collections.ConfigDict, rng, which: str, mesh=None):
     """Boxed parameters of 'tokenizer' or 'transformer', made by one jitted program. With a
     `parallel.make_mesh` mesh, each parameter is created directly in its sharding (by the
-    logical-axis rules), so no device ever holds a whole FSDP-sharded model."""
+    logical-axis rules), so no device ever holds a whole FSDP-sharded model. Waits for the
+    program and hands its freed temporaries back to the system (`host_memory.release_freed`)."""
     make = jax.jit(lambda r: create_params(cfg, r, which), out_shardings=None if mesh is None
                    else boxed_shardings(abstract_params(cfg, which), mesh))
-    return make(rng)
+    params = jax.block_until_ready(make(rng))
+    host_memory.release_freed()
+    return params
 
 
 def boxed_shardings(boxed, mesh):

@@ -63,3 +63,18 @@ def test_image_folder_variants_make_images_of_their_size(variant):
     assert cfg.model_from_data and cfg.data.source == "image_folder"
     expected = {"": 32, "tiny": 16}.get(variant) or int(variant)
     assert models.build_tokenizer(cfg.model).image_size == cfg.data.image_size == expected
+
+
+def test_sampler_settings_that_default_to_none_are_set_on_the_command_line():
+    from srdd_jax.sampling.sampler import SamplerSettings
+
+    argv = ["test", f"--config={REPO_ROOT / 'configs' / 'demo.py'}",
+            "--config.sample.settings.cfg_until=-2", "--config.sample.settings.mr_scales=(2, 3)",
+            "--config.sample.settings.scale_ids=(0, 2, 3)"]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+    flag_values(argv)
+    settings = SamplerSettings.from_config(flag_values.config.sample.settings)
+    assert (settings.cfg_until, settings.mr_scales, settings.scale_ids) == (-2, (2, 3), (0, 2, 3))
+    assert settings.cfg_list is None
+    validation.validate_config(flag_values.config)

@@ -4,7 +4,8 @@ Every `import` and `from ... import` of srdd_jax modules is read from the source
 and inside functions alike). Layers, bottom to top (docs: ../shared/docs/architecture.md):
 
   0  shared ops and utilities: scales, parallel, fingerprints, errors, config_diff, progress,
-     console, weights_io, image_files, compilation_cache, cpu_kernels, tokenizer/resize
+     console, weights_io, image_files, compilation_cache, cpu_kernels, host_memory,
+     tokenizer/resize
   1  losses (token losses shared by training and evaluation)
   2  checkpoints (directories of saved trees, with integrity records)
   3  the two models: tokenizer/, transformer/ (and the package root)
@@ -34,7 +35,7 @@ LAYERS = {
     "srdd_jax.scales": 0, "srdd_jax.parallel": 0, "srdd_jax.fingerprints": 0, "srdd_jax.errors": 0,
     "srdd_jax.config_diff": 0, "srdd_jax.progress": 0, "srdd_jax.console": 0,
     "srdd_jax.weights_io": 0, "srdd_jax.compilation_cache": 0, "srdd_jax.tokenizer.resize": 0,
-    "srdd_jax.image_files": 0, "srdd_jax.cpu_kernels": 0,
+    "srdd_jax.image_files": 0, "srdd_jax.cpu_kernels": 0, "srdd_jax.host_memory": 0,
     "srdd_jax.losses": 1,
     "srdd_jax.checkpoints": 2,
     "srdd_jax": 3, "srdd_jax.tokenizer": 3, "srdd_jax.transformer": 3,
