@@ -96,7 +96,10 @@ def measure_official(args) -> dict:
 
     torch.set_num_threads(args.threads or os.cpu_count())
     torch.manual_seed(0)
+    from vs_var import initialise_convs_and_linears
+
     vae, var = build_vae_var(device="cpu", depth=args.depth, shared_aln=False, attn_l2_norm=True)
+    initialise_convs_and_linears(vae)  # build_vae_var leaves them uninitialised
     vae.eval()
     var.eval()
     c, heads = var.C, var.num_heads

@@ -262,7 +262,7 @@ def measure_official(args, batch: int) -> dict:
     extra = dict(V=sizes["vocab"], Cvae=sizes["z_channels"], ch=sizes["ch"]) if args.quick else {}
     vae, var = build_vae_var(device=device, patch_nums=sizes["patch_nums"], depth=sizes["depth"],
                              num_classes=1000, shared_aln=False, attn_l2_norm=True, **extra)
-    _initialise_convs_and_linears(vae)
+    initialise_convs_and_linears(vae)
     vae.eval()
     var.eval()
     decode_images = vae.fhat_to_img
@@ -325,7 +325,7 @@ def measure_official(args, batch: int) -> dict:
                    peak_device_bytes=torch.cuda.max_memory_allocated() if device == "cuda" else None)
 
 
-def _initialise_convs_and_linears(module) -> None:
+def initialise_convs_and_linears(module) -> None:
     """Fills the VQ-VAE's conv and linear weights, which `build_vae_var` leaves uninitialised (it
     switches PyTorch's initialisation off, since the released weights are loaded over them):
     uninitialised memory decodes to non-finite images and may hold denormals, which slow a CPU.
