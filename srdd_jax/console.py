@@ -1,7 +1,8 @@
 """Which log lines reach the console of `python -m srdd_jax.main`.
 
 By default the console shows the project's own lines (what runs, the data found, progress with
-rate and ETA, losses, where files were written) and every library's warnings and errors. Every
+rate and ETA, losses, where files were written) and every library's warnings and errors (their
+tracebacks only in the full log, unless `--debug`). Every
 line, third-party INFO included (orbax's checkpoint handlers, clu's metric lines, JAX's backend
 probing, TensorFlow's start-up notes), also goes to the full log, `WORKDIR/logs/full.log`.
 `--all_logs` puts everything on the console, as before.
@@ -32,6 +33,20 @@ class ProjectOrWarning(logging.Filter):
         return record.levelno >= logging.WARNING or is_project_record(record)
 
 
+class LibraryTracebacksToTheLog(absl_logging.PythonFormatter):
+    """The console's formatter: a library's record that carries a traceback (orbax reporting a
+    failed background save, asyncio an exception nobody retrieved) shows its message alone, with
+    a pointer to the full log, which keeps the traceback. The run's own error is reported once,
+    as `error: ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and not is_project_record(record):
+            record = logging.makeLogRecord(dict(record.__dict__, exc_info=None, exc_text=None,
+                                                stack_info=None))
+            record.msg = f"{record.msg} (traceback in the full log)"
+        return super().format(record)
+
+
 def full_log_path(workdir: str, process_index: int = 0) -> str | None:
     """WORKDIR/logs/full.log (full_process<i>.log on other processes), its folder created; None
     for a remote workdir (gs://), where Python's file handler cannot write."""
@@ -42,10 +57,15 @@ def full_log_path(workdir: str, process_index: int = 0) -> str | None:
     return os.path.join(logs, FULL_LOG if process_index == 0 else f"full_process{process_index}.log")
 
 
-def route(full_log: str | None) -> None:
-    """Keeps third-party INFO off the console (absl's handler) and sends every record to
-    `full_log` (appended; None: none is written)."""
-    absl_logging.get_absl_handler().addFilter(ProjectOrWarning())
+def route(full_log: str | None, library_tracebacks: bool = False) -> None:
+    """Keeps third-party INFO off the console (absl's handler), and libraries' tracebacks unless
+    `library_tracebacks`, and sends every record to `full_log` (appended; None: none is
+    written). A log write that fails (a full disk) is dropped without a traceback."""
+    handler = absl_logging.get_absl_handler()
+    handler.addFilter(ProjectOrWarning())
+    if not library_tracebacks:
+        handler.setFormatter(LibraryTracebacksToTheLog())
+    logging.raiseExceptions = False
     if full_log:
         handler = logging.FileHandler(full_log)
         handler.setFormatter(absl_logging.PythonFormatter())

@@ -24,7 +24,10 @@ def run_config(steps: int, batch_size: int, base_lr: float) -> ml_collections.Co
         steps=steps, batch_size=batch_size, optim=optim_config(base_lr), log_every=50,
         checkpoint_every=500, keep_checkpoints=3,
         # profile_steps > 0: one jax.profiler trace of that many steps in workdir/logs/<run>.
-        profile_steps=0))
+        profile_steps=0,
+        # On SIGTERM/SIGINT the run saves the step it reached and waits this long for the write
+        # (cloud machines allow about 30 s between the notice and the end), then exits 75.
+        preemption_save_seconds=25.0))
 
 
 def sampler_settings_config() -> ml_collections.ConfigDict:

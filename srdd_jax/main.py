@@ -5,9 +5,12 @@ train_tokenizer, train (trains the tokenizer first unless config.init.tokenizer 
 or convert. The console shows the project's own lines; `--all_logs` adds third-party INFO, which
 otherwise goes only to WORKDIR/logs/full.log (see console.py).
 
-Known failures (errors.KnownError: a bad config value, a missing file, a damaged or incompatible
-checkpoint, a non-finite loss) end the run with their message alone, `error: ...` on stderr and
-exit status 1; `--debug` shows the full traceback instead.
+Known failures (errors.KnownError: a bad config value, data that disagrees with the model, a
+missing file, a damaged or incompatible checkpoint, a non-finite loss, a workdir held by another
+run, a full disk) end the run with their message alone, `error: ...` on stderr and exit status 1;
+`--debug` shows the full traceback instead. SIGTERM or SIGINT (once) stops the run cleanly
+(`preemption`): training saves a checkpoint of the step it reached; the run ends with one line
+saying where it resumes and exit status 75 (errors.PREEMPTED_EXIT_CODE). A second signal kills it.
 """
 
 import os
@@ -17,7 +20,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from srdd_jax import compilation_cache, console, errors
+from srdd_jax import compilation_cache, console, errors, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
                                           lock_config=True)
@@ -55,7 +58,7 @@ def main(argv):
     full_log = None
     if not _ALL_LOGS.value:  # (single host: no backend query yet, so JAX's probing lines are routed)
         full_log = console.full_log_path(_WORKDIR.value, jax.process_index() if multihost else 0)
-        console.route(full_log)
+        console.route(full_log, library_tracebacks=_DEBUG.value)
     with console.native_stderr_to(full_log):
         from srdd_jax import experiment  # imports TensorFlow, whose C++ start-up notes go to the log
 
@@ -65,13 +68,17 @@ def main(argv):
     if full_log:
         logging.info("full log (third-party INFO too): %s; --all_logs prints it here", full_log)
     try:
-        experiment.run(_CONFIG.value, _WORKDIR.value, model_overrides())
+        with preemption.handle_signals():
+            experiment.run(_CONFIG.value, _WORKDIR.value, model_overrides())
     except errors.KnownError as error:
         if _DEBUG.value:
             raise
         logging.flush()
         print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        if getattr(error, "pending_writes", False):  # the machine is going away: do not wait
+            sys.stdout.flush()
+            os._exit(error.exit_code)
+        sys.exit(error.exit_code)
 
 
 def model_overrides() -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ml_collections
 from absl import logging
 
-from srdd_jax import models, scales
+from srdd_jax import errors, models, scales
 from srdd_jax.data.sources import DataFacts, listed
 
 TRAINING_FIX = "Use configs/image_folder.py, which reads them from the data, or set {settings}"
@@ -55,10 +55,10 @@ def describe(found, fix: str) -> str:
 
 def check(model_cfg: ml_collections.ConfigDict, facts: DataFacts, image_size: int = 0,
           fix: str = TRAINING_FIX) -> None:
-    """Raises ValueError naming every field where the model disagrees with the data."""
+    """Raises errors.ConfigError naming every field where the model disagrees with the data."""
     found = mismatches(model_cfg, facts, image_size)
     if found:
-        raise ValueError(describe(found, fix))
+        raise errors.ConfigError(describe(found, fix))
 
 
 def with_class_names(model_cfg: ml_collections.ConfigDict, facts: DataFacts) -> ml_collections.ConfigDict:
@@ -80,9 +80,10 @@ def fit(model_cfg: ml_collections.ConfigDict, facts: DataFacts,
     factor = _downsampling(model_cfg)
     if image_size and image_size != factor * model_cfg.patch_nums[-1]:
         if image_size % factor:
-            raise ValueError(f"config.data.image_size={image_size} is not a multiple of the tokenizer's "
-                             f"downsampling {factor} (2 ** (len(model.tokenizer.ch_mult) - 1)): "
-                             f"choose e.g. {image_size // factor * factor or factor}")
+            raise errors.ConfigError(
+                f"config.data.image_size={image_size} is not a multiple of the tokenizer's "
+                f"downsampling {factor} (2 ** (len(model.tokenizer.ch_mult) - 1)): "
+                f"choose e.g. {image_size // factor * factor or factor}")
         fitted.patch_nums = scales.pyramid(image_size // factor)
         fitted.tokenizer_patch_nums = ()
     models.validate(fitted)

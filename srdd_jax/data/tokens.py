@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from srdd_jax import errors, fingerprints, parallel
+from srdd_jax import errors, fingerprints, parallel, preemption
 from srdd_jax.data.pipeline import BatchIterator
 from srdd_jax.progress import Progress
 from srdd_jax.tokenizer.vqvae import VQVAE
@@ -165,4 +165,6 @@ def encode_source(source, tokenizer: VQVAE, tok_params, mesh, batch_size: int):
         all_tokens.append(np.asarray(idx.addressable_data(0))[:len(images)].astype(dtype))
         all_labels.append(labels)
         progress.update(sum(map(len, all_labels)))
+        preemption.check_between_batches("tokenize", sum(map(len, all_labels)),
+                                         source.num_examples, "images")
     return np.concatenate(all_tokens), np.concatenate(all_labels).astype(np.int32)

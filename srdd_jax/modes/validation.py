@@ -48,6 +48,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{section}.optim.base_lr={run.optim.base_lr} must be > 0")
         if run.optim.weight_decay < 0:
             raise ValueError(f"config.{section}.optim.weight_decay={run.optim.weight_decay} must be >= 0")
+        if not run.preemption_save_seconds > 0:
+            raise ValueError(f"config.{section}.preemption_save_seconds="
+                             f"{run.preemption_save_seconds} must be > 0")
         if not 0 <= run.profile_steps < run.steps:
             raise ValueError(f"config.{section}.profile_steps={run.profile_steps} must be in "
                              f"[0, steps={run.steps}) (0: no profile)")

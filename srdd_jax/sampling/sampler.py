@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from srdd_jax import cpu_kernels, host_memory, models, parallel
+from srdd_jax import cpu_kernels, host_memory, models, parallel, preemption
 from srdd_jax.progress import Progress
 from srdd_jax.sampling import context, guidance, layout, tokens
 from srdd_jax.tokenizer.vqvae import VQVAE
@@ -261,6 +261,8 @@ class Sampler:
             indices.append(batch_idx)
             resampled += batch_resampled
             progress.update(start + len(batch_idx))
+            if start + batch_size < n:
+                preemption.check_between_batches(progress_name, start + len(batch_idx), n, "images")
         if not timed_n:
             begin = time.perf_counter()
             timed_n, timed_s = len(run(0)[1]), time.perf_counter() - begin

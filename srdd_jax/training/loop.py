@@ -6,6 +6,10 @@ checkpoint of the run that verifies, together with the data iterator's position:
 (clu writers: TensorBoard + console) and checkpoints. A non-finite loss, or non-finite parameters
 about to be saved, stop the run with a message that names the checkpoint a rerun would resume
 from, whether it verifies, and advice that depends on what is known (`diagnosis`).
+A stop requested by SIGTERM/SIGINT (`preemption`; all processes agree on the step) saves a
+checkpoint of the step reached, with the data position, and raises errors.PreemptedError. A save
+that fails for lack of space raises errors.NoSpaceError naming the path, the free space, the size
+needed and the checkpoint a rerun resumes from.
 Every log step prints one progress line (steps/s, ETA and the scalar metrics); all metrics,
 per-scale ones included, go to TensorBoard and clu's logging writer.
 """
@@ -24,7 +28,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from srdd_jax import errors, fingerprints, parallel
+from srdd_jax import errors, fingerprints, parallel, preemption
 from srdd_jax.progress import Progress
 from srdd_jax.training import diagnosis, run_checkpoints, steps
 
@@ -86,7 +90,8 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
     Args:
       name: the run's sub-directory of workdir ('tokenizer' or 'transformer').
       run_cfg: steps, log_every, checkpoint_every, keep_checkpoints, profile_steps (0: no
-        profile; else one trace of that many steps in workdir/logs/name/plugins/profile).
+        profile; else one trace of that many steps in workdir/logs/name/plugins/profile),
+        preemption_save_seconds (how long a stop requested by a signal waits for its checkpoint).
       iterator: a BatchIterator or any iterator with its interface (batch_spec, get/set_state).
       boxed_init: rng -> boxed params (logical partitioning metadata gives the shardings).
       frozen: extra arguments passed unchanged to every step (e.g. frozen tokenizer params).
@@ -102,7 +107,7 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
     state_shardings = parallel.param_shardings(abstract_boxed, mesh)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             nn.unbox(abstract_boxed), state_shardings)
-    with run_checkpoints.make_manager(os.path.join(workdir, name), run_cfg.keep_checkpoints,
+    with run_checkpoints.open_manager(os.path.join(workdir, name), run_cfg.keep_checkpoints,
                                       run_cfg.checkpoint_every) as manager:
         restored = run_checkpoints.restore(manager, abstract, context.model_config,
                                            context.restart_hint)
@@ -161,20 +166,43 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                 last_finite = done
                 writer.write_scalars(done, values)
                 progress.update(done, _summary(values), force=True)
-            if saving:
+            signal_name = preemption.stop_agreed()
+            if saving or signal_name:
                 fingerprint = fingerprints.tree_fingerprint(state)
                 bad = fingerprints.nonfinite_arrays(fingerprint)
                 if bad:
                     raise stop(f"the parameters became non-finite ({fingerprints.summary(bad)})",
                                done, local_batch)
-                run_checkpoints.save(manager, done, state, iterator.get_state(),
-                                     context.model_config, fingerprint)
+                with run_checkpoints.reporting_no_space(manager, done, state):
+                    run_checkpoints.save(manager, done, state, iterator.get_state(),
+                                         context.model_config, fingerprint)
                 logging.info("%s: checkpoint of step %d in %s", name, done, manager.directory)
+                if signal_name:
+                    raise _preempted(name, signal_name, done, manager, state,
+                                     run_cfg.preemption_save_seconds, context.config_section)
                 if on_checkpoint is not None:
                     on_checkpoint(done, state.params)
-        manager.wait_until_finished()
+        with run_checkpoints.reporting_no_space(manager, run_cfg.steps, state):
+            manager.wait_until_finished()
     writer.flush()
     return state.params
+
+
+def _preempted(name, signal_name, done, manager, state, seconds, section
+               ) -> errors.PreemptedError:
+    """Waits up to `seconds` for the checkpoint of step `done` to be written, then the error that
+    ends the run: where it stopped and where a rerun resumes."""
+    with run_checkpoints.reporting_no_space(manager, done, state):
+        finished = run_checkpoints.wait_for_saves(manager, seconds)
+    if finished:
+        where = f"checkpoint {done} is saved in {manager.directory}; rerun the same command to resume"
+        return errors.PreemptedError(f"{name}: stopped by {signal_name} after step {done}: {where}.")
+    newest = run_checkpoints.complete_steps(manager, exclude=done)
+    where = (f"its checkpoint did not finish within {seconds:g} s (config.{section}."
+             f"preemption_save_seconds); a rerun resumes from "
+             f"{f'checkpoint {newest[-1]}' if newest else 'step 0'} in {manager.directory}")
+    return errors.PreemptedError(f"{name}: stopped by {signal_name} after step {done}: {where}.",
+                                 pending_writes=True)
 
 
 def _compile(name, step_fn, mesh, batch_spec, abstract, state_shardings, frozen, frozen_shardings,

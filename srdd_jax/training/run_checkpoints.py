@@ -16,7 +16,10 @@ process 0 moves directories.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+import threading
 from typing import Any
 
 import jax
@@ -47,6 +50,33 @@ def make_manager(directory: str, keep: int, interval: int,
     return ocp.CheckpointManager(checkpoints.directory_path(directory), options=options)
 
 
+@contextlib.contextmanager
+def open_manager(directory: str, keep: int, interval: int):
+    """make_manager's manager for the block, closed after it (waiting for its saves). When the
+    block fails, the failure is what the run reports: an error raised again while closing (the
+    same failed save) goes to the log, and a stop whose save did not finish in time
+    (errors.PreemptedError with pending_writes) leaves the manager without waiting."""
+    manager = make_manager(directory, keep, interval)
+    try:
+        yield manager
+    except errors.PreemptedError as stop:
+        if not stop.pending_writes:
+            _close_quietly(manager)
+        raise
+    except BaseException:
+        _close_quietly(manager)
+        raise
+    manager.close()
+
+
+def _close_quietly(manager: ocp.CheckpointManager) -> None:
+    try:
+        manager.close()
+    except Exception as error:  # the failure being reported, seen again
+        logging.info("closing the checkpoints in %s after a failure: %s", manager.directory,
+                     errors.first_line(error))
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, model_config: dict,
          fingerprint: dict) -> bool:
     """Saves the train state, the data iterator's state and the integrity record at `step`.
@@ -55,6 +85,70 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, mod
     return manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         integrity=ocp.args.JsonSave(record)), force=True)
+
+
+def complete_steps(manager: ocp.CheckpointManager, exclude: int | None = None) -> list[int]:
+    """The steps whose directories orbax has finalised (a save in progress or cut short lives in
+    a temporary directory, never under the step's name), oldest first, read from the disk."""
+    if not manager.directory.exists():
+        return []
+    return sorted(int(p.name) for p in manager.directory.iterdir()
+                  if p.name.isdigit() and int(p.name) != exclude)
+
+
+def wait_for_saves(manager: ocp.CheckpointManager, seconds: float) -> bool:
+    """Waits up to `seconds` for the manager's saves in progress; False if they are still running
+    (an error raised by the save is raised here)."""
+    finished, failure = threading.Event(), []
+
+    def wait():
+        try:
+            manager.wait_until_finished()
+        except BaseException as error:  # handed to the caller's thread
+            failure.append(error)
+        finally:
+            finished.set()
+
+    threading.Thread(target=wait, daemon=True, name="wait_for_saves").start()
+    done = finished.wait(seconds)
+    if failure:
+        raise failure[0]
+    return done
+
+
+def _free_bytes(directory: epath.Path) -> int | None:
+    try:
+        return shutil.disk_usage(str(directory)).free
+    except OSError:
+        return None  # not a local filesystem (gs://), or gone
+
+
+@contextlib.contextmanager
+def reporting_no_space(manager: ocp.CheckpointManager, step: int, state):
+    """Turns a save that fails for lack of space (orbax reports an asynchronous save's failure at
+    the next save or wait, during `step`) into errors.NoSpaceError: the path,
+    the free space, the size of the state and the newest complete checkpoint a rerun resumes
+    from (orbax never gives a save cut short a step's name, so it is not taken for complete)."""
+    try:
+        yield
+    except Exception as error:
+        if not errors.is_no_space(error):
+            raise
+        free = _free_bytes(manager.directory)
+        needed = sum(x.nbytes for x in jax.tree.leaves(state))
+        newest = complete_steps(manager)
+        resume = (f"checkpoint {newest[-1]}, which is complete" if newest
+                  else "step 0 (there is no complete checkpoint)")
+        raise errors.NoSpaceError(
+            f"no space left on the device for the checkpoints in {manager.directory} (saving at "
+            f"step {step}): "
+            f"{_megabytes(free) if free is not None else 'unknown'} free, the checkpoint needs "
+            f"about {_megabytes(needed)}. Free space (or move the workdir), then rerun the same "
+            f"command: it resumes from {resume}.") from None
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
 
 
 def step_directory(manager: ocp.CheckpointManager, step: int) -> epath.Path:
