@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ from conftest import REPO_ROOT, cli_env
 from PIL import Image
 from test_training import Recorder, _config, _train_transformer
 
-from srdd_jax import errors, parallel, preemption, workdir_lock
+from srdd_jax import errors, experiment_config, models, parallel, preemption, workdir_lock
 from srdd_jax.data import sources
+from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.training import run_checkpoints
 
 
@@ -104,6 +106,20 @@ def test_a_second_signal_stops_at_once():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
     assert result.stdout == "requested: SIGTERM\n"
+
+
+def test_sampling_stops_between_batches_and_returns_nothing():
+    cfg = experiment_config.tiny_model()
+    params = {which: nn.unbox(models.init_params(cfg, jax.random.key(i), which))
+              for i, which in enumerate(("tokenizer", "transformer"))}
+    sampler = Sampler(cfg, SamplerSettings(cfg=1.5), mask="markov")
+    labels = np.arange(6, dtype=np.int32)
+    with preemption.handle_signals():
+        preemption.request("SIGTERM")  # arrives during the first batch
+        with pytest.raises(errors.PreemptedError) as stopped:
+            sampler.generate(params, labels, jax.random.key(0), batch_size=2)
+    assert "sampling: stopped by SIGTERM after 2 of 6 images; nothing was written" in str(
+        stopped.value)
 
 
 # ----------------------------------------------------------------------------- workdir lock
