@@ -288,7 +288,7 @@ def test_sigterm_mid_run_exits_75_with_a_checkpoint_and_a_second_run_is_refused(
     assert f"transformer: resumed from step {step}" in resumed.stderr
 
 
-def test_data_that_disagrees_with_the_model_is_one_error_line(tmp_path):
+def test_data_that_disagrees_with_the_model_or_is_missing_is_one_error_line(tmp_path):
     rng = np.random.default_rng(0)
     for name in [f"class{i}" for i in range(9)]:
         (tmp_path / "rgb" / name).mkdir(parents=True)
@@ -301,6 +301,11 @@ def test_data_that_disagrees_with_the_model_is_one_error_line(tmp_path):
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert "config.model.tokenizer.in_channels=1" in error
     assert "config.model.transformer.num_classes=10" in error
+    missing = _main(tmp_path / "run2", "--config.data.source=image_folder",
+                    f"--config.data.root={tmp_path / 'nowhere'}", timeout=300)
+    assert missing.returncode == 1 and missing.stderr.count("Traceback") == 0, missing.stderr[-3000:]
+    [error] = [line for line in missing.stderr.splitlines() if line.startswith("error: ")]
+    assert f"image folder {tmp_path / 'nowhere'} does not exist (data.root)" in error
 
 
 def test_full_disk_through_the_command_line_is_one_line_and_a_rerun_resumes(small_filesystem):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from srdd_jax import errors
 from srdd_jax.data.sources import Source
 
 
@@ -20,10 +21,10 @@ class BatchIterator:
     def __init__(self, source: Source, global_batch: int, seed: int, process_index: int = 0,
                  process_count: int = 1):
         if global_batch % process_count:
-            raise ValueError(f"batch_size={global_batch} must be divisible by the {process_count} "
+            raise errors.ConfigError(f"batch_size={global_batch} must be divisible by the {process_count} "
                              "processes")
         if global_batch > len(source.labels):
-            raise ValueError(f"batch_size={global_batch} exceeds the dataset's {len(source.labels)} "
+            raise errors.ConfigError(f"batch_size={global_batch} exceeds the dataset's {len(source.labels)} "
                              "images: lower batch_size")
         self.source = source
         self.global_batch = global_batch

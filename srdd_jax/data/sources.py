@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from srdd_jax import image_files
+from srdd_jax import errors, image_files
 from srdd_jax.progress import Progress
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -95,18 +95,18 @@ def to_channels(images_NHWC: np.ndarray, channels: int) -> np.ndarray:
     if have == 3 and channels == 1:
         weights = np.array([0.299, 0.587, 0.114], np.float32)
         return np.rint(images_NHWC.astype(np.float32) @ weights)[..., None].astype(np.uint8)
-    raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
+    raise errors.ConfigError(f"cannot convert {have}-channel images to {channels} channels")
 
 
 def fashion_mnist(split: str, image_size: int, channels: int, root: str = FASHION_MNIST_DIR) -> Source:
     """Fashion-MNIST from the Debian package `dataset-fashion-mnist` (70k 28x28 images, 10 classes)."""
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
-        raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+        raise errors.ConfigError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
     images_path = os.path.join(root, f"{prefix}-images-idx3-ubyte.gz")
     labels_path = os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz")
     if not os.path.isfile(images_path) or not os.path.isfile(labels_path):
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"Fashion-MNIST not found under {root}: install it with "
             "`sudo apt-get install dataset-fashion-mnist` (or set data.root)")
     images = _read_idx(images_path)[..., None]
@@ -129,11 +129,11 @@ def folder_classes(root: str) -> list[tuple[str, list[str]]]:
     directly inside it (nested folders are not read).
     """
     if not root:
-        raise FileNotFoundError("config.data.root is empty: point it at your images, "
+        raise errors.MissingFileError("config.data.root is empty: point it at your images, "
                                 "--config.data.root=DIR (DIR/<class>/*.png|jpg, or a flat folder "
                                 "of one class)")
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"image folder {root} does not exist (data.root)")
+        raise errors.MissingFileError(f"image folder {root} does not exist (data.root)")
 
     class_dirs = sorted(d for d in os.listdir(root)
                         if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
@@ -146,7 +146,7 @@ def folder_classes(root: str) -> list[tuple[str, list[str]]]:
     groups = [(name, image_files.list_images(os.path.join(root, name))) for name in class_dirs]
     empty = [name for name, files in groups if not files]
     if empty:
-        raise ValueError(f"class folders without images under {root}: {', '.join(empty)}. Each "
+        raise errors.ConfigError(f"class folders without images under {root}: {', '.join(empty)}. Each "
                          "class is root/<class>/ with the images directly inside (nested folders "
                          "are not read): flatten them, or move those folders out")
     return groups
@@ -196,7 +196,7 @@ def image_folder(root: str, image_size: int, channels: int) -> Source:
                 labels.append(label)
             progress.update(done + 1)
     if not images:
-        raise ValueError(f"no readable images under {root} ({len(skipped)} unreadable)")
+        raise errors.ConfigError(f"no readable images under {root} ({len(skipped)} unreadable)")
     if skipped:
         logging.warning("skipped %d unreadable images under %s", len(skipped), root)
     return Source(np.stack(images), np.asarray(labels, np.int32),

@@ -33,7 +33,7 @@ import os
 import numpy as np
 from absl import logging
 
-from srdd_jax import image_files
+from srdd_jax import errors, image_files
 from srdd_jax.data import sources
 
 
@@ -59,12 +59,12 @@ def builder(name: str, data_dir: str = "", manual_dir: str = ""):
 
     _, tfds = _tfds()
     if not name:
-        raise ValueError("config.data.name is empty: name the TFDS dataset, e.g. "
+        raise errors.ConfigError("config.data.name is empty: name the TFDS dataset, e.g. "
                          "--config.data.name=sun397 (data.source='tfds')")
     try:
         dataset = tfds.builder(name, data_dir=data_dir or None)
     except tfds.core.registered.DatasetNotFoundError as err:
-        raise ValueError(f"config.data.name={name!r} is not a dataset known to tensorflow-datasets "
+        raise errors.ConfigError(f"config.data.name={name!r} is not a dataset known to tensorflow-datasets "
                          f"{tfds.__version__}: check the spelling (tfds.list_builders()) or "
                          f"upgrade with `pip install -U tensorflow-datasets` ({err})") from None
     if dataset.is_prepared():
@@ -72,15 +72,15 @@ def builder(name: str, data_dir: str = "", manual_dir: str = ""):
     where = data_dir or "the default ~/tensorflow_datasets"
     if dataset.MANUAL_DOWNLOAD_INSTRUCTIONS:
         if not manual_dir:
-            raise ValueError(
+            raise errors.ConfigError(
                 f"TFDS dataset {name} is not prepared in {where} and needs a manual download: set "
                 f"config.data.manual_dir to the folder holding its files. {name} says: "
                 f"{dataset.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
         if not os.path.isdir(manual_dir) and "://" not in manual_dir:
-            raise ValueError(f"config.data.manual_dir={manual_dir!r} does not exist: point it at "
+            raise errors.ConfigError(f"config.data.manual_dir={manual_dir!r} does not exist: point it at "
                              f"the folder holding {name}'s manually downloaded files")
     if jax.process_count() > 1:
-        raise ValueError(f"TFDS dataset {name} is not prepared in {where}: prepare it once before a "
+        raise errors.ConfigError(f"TFDS dataset {name} is not prepared in {where}: prepare it once before a "
                          f"multi-process run, e.g. `tfds build {name} --data_dir=DIR"
                          + (f" --manual_dir={manual_dir}`" if manual_dir else "`"))
     logging.info("preparing TFDS dataset %s in %s (once)", name, where)
@@ -101,7 +101,8 @@ def facts(name: str, data_dir: str = "", manual_dir: str = "") -> sources.DataFa
     """Channels (from the image feature's shape; None if it does not say) and class names."""
     features = builder(name, data_dir, manual_dir).info.features
     if "image" not in features:
-        raise ValueError(f"TFDS dataset {name} has no 'image' feature (features: {', '.join(features)})")
+        raise errors.ConfigError(
+            f"TFDS dataset {name} has no 'image' feature (features: {', '.join(features)})")
     return sources.DataFacts(features["image"].shape[-1], _class_names(features),
                              f"the images of TFDS dataset {name}")
 
@@ -125,7 +126,7 @@ class TfdsStream:
     def __init__(self, dataset, split: str, image_size: int, channels: int, shuffle_buffer: int):
         features = dataset.info.features
         if "image" not in features:
-            raise ValueError(f"TFDS dataset {dataset.name} has no 'image' feature "
+            raise errors.ConfigError(f"TFDS dataset {dataset.name} has no 'image' feature "
                              f"(features: {', '.join(features)})")
         self.dataset, self.split = dataset, split
         self.image_size, self.channels, self.shuffle_buffer = image_size, channels, shuffle_buffer
@@ -191,7 +192,7 @@ class StreamIterator:
                  process_count: int = 1):
         _, tfds = _tfds()
         if global_batch % process_count:
-            raise ValueError(f"batch_size={global_batch} must be divisible by the {process_count} "
+            raise errors.ConfigError(f"batch_size={global_batch} must be divisible by the {process_count} "
                              "processes")
         self.stream, self.global_batch, self.seed = stream, global_batch, seed
         self.local_batch = global_batch // process_count
@@ -200,7 +201,7 @@ class StreamIterator:
                                                 process_count=process_count, drop_remainder=True)
         self.steps_per_epoch = stream.dataset.info.splits[self.split].num_examples // self.local_batch
         if self.steps_per_epoch < 1:
-            raise ValueError(f"batch_size={global_batch} exceeds the {stream.num_examples} images of "
+            raise errors.ConfigError(f"batch_size={global_batch} exceeds the {stream.num_examples} images of "
                              f"{stream.dataset.name}/{stream.split}: lower batch_size")
         self.epoch, self.position, self._batches = 0, 0, None
 
@@ -232,7 +233,7 @@ class StreamIterator:
         images, labels, ok = next(self._batches)
         if not ok.all():
             if not ok.any():
-                raise ValueError(f"a whole batch of {self.stream.dataset.name} is unreadable "
+                raise errors.ConfigError(f"a whole batch of {self.stream.dataset.name} is unreadable "
                                  f"(epoch {self.epoch}, step {self.position})")
             self.stream._count(int(np.sum(~ok)), f"epoch {self.epoch}")
             fill = np.flatnonzero(ok)[np.arange(np.sum(~ok)) % np.sum(ok)]
@@ -250,7 +251,7 @@ def load(name: str, split: str, image_size: int, channels: int, data_dir: str = 
     try:
         dataset.info.splits[split]
     except (KeyError, ValueError):
-        raise ValueError(f"config.data.split={split!r}: TFDS dataset {name} has splits "
+        raise errors.ConfigError(f"config.data.split={split!r}: TFDS dataset {name} has splits "
                          f"{', '.join(dataset.info.splits)} (slices like 'train[:90%]' work too)") from None
     stream = TfdsStream(dataset, split, image_size, channels, shuffle_buffer)
     size_mb = stream.num_examples * image_size * image_size * channels / 2**20
