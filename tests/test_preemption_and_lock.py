@@ -80,7 +80,8 @@ def test_a_save_that_does_not_finish_in_time_names_the_checkpoint_a_rerun_resume
     real_save = run_checkpoints.save
 
     def slow_save(manager, step, *args):
-        if step == 3:  # the save the stop asks for never completes in time
+        if step == 3:  # checkpoint 2 is complete; the save the stop asks for never is in time
+            manager.wait_until_finished()
             monkeypatch.setattr(run_checkpoints, "wait_for_saves", lambda manager, seconds: False)
             return True
         return real_save(manager, step, *args)
@@ -203,6 +204,7 @@ def test_full_disk_is_one_line_keeps_the_last_checkpoint_and_resumes_after_space
 
         def refusing_save(manager, step, *args):
             if step >= 4:
+                manager.wait_until_finished()  # checkpoint 2 is complete, as on a disk that fills
                 raise OSError(errno.ENOSPC, "No space left on device", str(manager.directory))
             return real_save(manager, step, *args)
 
