@@ -99,6 +99,14 @@ def to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def any_process(flag: bool) -> bool:
+    """True if `flag` is true on any process (a collective: every process must call it; no-op
+    with one process)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.max(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
 def sync_processes(name: str) -> None:
     """Waits until every process reaches this point (no-op with one process)."""
     if jax.process_count() > 1:

@@ -19,11 +19,7 @@ import contextlib
 import signal
 import threading
 
-import jax
-import numpy as np
-from jax.experimental import multihost_utils
-
-from srdd_jax import errors
+from srdd_jax import errors, parallel
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _requested: list[str] = []  # names of the signals received, in order
@@ -70,10 +66,9 @@ def stop_agreed() -> str:
     """Whether any process has been asked to stop: the first such signal's name, or ''. A
     collective in a multi-process run (every process must call it at the same point)."""
     local = requested()
-    if jax.process_count() == 1:
-        return local
-    flags = np.asarray(multihost_utils.process_allgather(np.int32(bool(local))))
-    return (local or "a signal on another process") if flags.any() else ""
+    if not parallel.any_process(bool(local)):
+        return ""
+    return local or "a signal on another process"
 
 
 def check_between_batches(what: str, done: int, total: int, unit: str) -> None:

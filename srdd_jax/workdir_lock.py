@@ -111,8 +111,8 @@ def _all_processes_got_it(failure: str) -> str:
     if jax.process_count() == 1:
         return failure
     code = np.frombuffer(failure.encode()[:1024].ljust(1024, b"\0"), np.uint8)
-    gathered = multihost_utils.process_allgather(code)
-    return bytes(np.asarray(gathered)[0]).rstrip(b"\0").decode(errors="replace")
+    received = multihost_utils.broadcast_one_to_all(code)
+    return bytes(np.asarray(received)).rstrip(b"\0").decode(errors="replace")
 
 
 @contextlib.contextmanager

@@ -23,11 +23,9 @@ import threading
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 
 from srdd_jax import checkpoints, config_diff, errors, fingerprints, parallel
 
@@ -196,7 +194,7 @@ def check_workdir_run(directory: str, model_config: dict, restart_hint: str) -> 
 
 def _all_processes_agree(ok: bool) -> bool:
     """True only if `ok` on every process (so all take the same branch)."""
-    return bool(np.min(multihost_utils.process_allgather(np.int32(ok)))) if jax.process_count() > 1 else ok
+    return not parallel.any_process(not ok)
 
 
 def load_verified(manager: ocp.CheckpointManager, step: int, abstract_state) -> Restored:
