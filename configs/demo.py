@@ -5,7 +5,7 @@ Trains on 2 CPU cores within minutes and writes a grid of samples, one column pe
 `--config=configs/demo.py:tiny` is the smoke-test variant.
 """
 
-from srdd_jax import experiment_config, models
+from srdd_jax import experiment_config
 
 
 def get_config(variant: str = ""):
@@ -21,11 +21,11 @@ def get_config(variant: str = ""):
     if variant:
         raise ValueError(f"unknown variant {variant!r}: use '' or 'tiny'")
     # 16 px grayscale images, an 8x8 latent in 4 scales (85 tokens): sized for 2 CPU cores.
-    model = models.model_config(
+    model = experiment_config.model_config(
         (1, 2, 4, 8),
-        models.tokenizer_config(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=8,
+        experiment_config.tokenizer_config(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=8,
                                 vocab_size=128, in_channels=1, using_sa=False, using_mid_sa=False),
-        models.transformer_config(depth=3, embed_dim=128, num_heads=2, num_classes=10,
+        experiment_config.transformer_config(depth=3, embed_dim=128, num_heads=2, num_classes=10,
                                   drop_path_rate=0.0, mask="markov", remat="none"),
     )
     cfg = experiment_config.base_config(model)

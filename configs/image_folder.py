@@ -11,21 +11,22 @@ larger models for larger images (their cost is in the README); `:tiny` is the sm
 
 import ml_collections
 
-from srdd_jax import experiment_config, models, scales
+from srdd_jax import experiment_config, scales
+from srdd_jax.transformer.spec import DEFAULT_REMAT
 
 SIZES = ("32", "64", "128", "256")
 
 
 def _model(image_size: int, halvings: int, ch: int, vocab_size: int, depth: int, embed_dim: int,
-           num_heads: int, remat: str = models.DEFAULT_REMAT) -> ml_collections.ConfigDict:
+           num_heads: int, remat: str = DEFAULT_REMAT) -> ml_collections.ConfigDict:
     """A tokenizer that halves the image `halvings` times and a transformer over the scales.pyramid
     of its latent side; channels and classes are placeholders that the data replaces."""
-    return models.model_config(
+    return experiment_config.model_config(
         scales.pyramid(image_size // 2 ** halvings),
-        models.tokenizer_config(ch=ch, ch_mult=(1,) * halvings + (2,), num_res_blocks=1,
+        experiment_config.tokenizer_config(ch=ch, ch_mult=(1,) * halvings + (2,), num_res_blocks=1,
                                 z_channels=16, vocab_size=vocab_size, in_channels=3,
                                 using_sa=False, using_mid_sa=False),
-        models.transformer_config(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
+        experiment_config.transformer_config(depth=depth, embed_dim=embed_dim, num_heads=num_heads,
                                   num_classes=1, drop_path_rate=0.0, mask="markov", remat=remat),
     )
 
@@ -61,8 +62,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                                                    embed_dim=768, num_heads=12))
         _runs(cfg, tokenizer_steps=10_000, steps=30_000, batch_size=128, base_lr=4e-4)
     elif variant == "256":  # VAR's tokenizer and d16: start from VAR with init.tokenizer/transformer
-        cfg = experiment_config.base_config(models.model_config(
-            transformer=models.transformer_config(16, num_classes=1, mask="markov")))
+        cfg = experiment_config.base_config(experiment_config.model_config(
+            transformer=experiment_config.transformer_config(16, num_classes=1, mask="markov")))
         _runs(cfg, tokenizer_steps=50_000, steps=100_000, batch_size=256, base_lr=1e-4)
         cfg.training.optim.warmup_steps = 2000
     else:

@@ -14,18 +14,19 @@ from srdd_jax import experiment_config, models
 def get_config(variant: str = "d16") -> ml_collections.ConfigDict:
     variant = variant or "d16"
     if variant == "tiny":
-        model = models.model_config(
-            tokenizer=models.tokenizer_config(ch=32, vocab_size=128, z_channels=8),
-            transformer=models.transformer_config(depth=2, embed_dim=128, num_heads=2,
+        model = experiment_config.model_config(
+            tokenizer=experiment_config.tokenizer_config(ch=32, vocab_size=128, z_channels=8),
+            transformer=experiment_config.transformer_config(depth=2, embed_dim=128, num_heads=2,
                                                   num_classes=10, mask="var"),
         )
     elif variant in ("d16", "d20", "d24", "d30"):
         depth = int(variant[1:])
-        model = models.model_config(transformer=models.transformer_config(depth, mask="var"))
+        model = experiment_config.model_config(
+            transformer=experiment_config.transformer_config(depth, mask="var"))
     elif variant == "d36":
-        model = models.model_config(
+        model = experiment_config.model_config(
             models.PATCH_NUMS_512,
-            transformer=models.transformer_config(36, mask="var", shared_aln=True),
+            transformer=experiment_config.transformer_config(36, mask="var", shared_aln=True),
         )
     else:
         raise ValueError(f"unknown variant {variant!r}: choose tiny, d16, d20, d24, d30 or d36")

@@ -1,4 +1,5 @@
-"""`python -m srdd_jax.main`'s dispatch: validates the config, then runs its mode (srdd_jax/modes/).
+"""`python -m srdd_jax.main`'s dispatch: reads the config into specs (validated), then runs its
+mode (`modes/registry.py`).
 
 Workdir layout: `tokenizer/`, `transformer/` (orbax checkpoints of the runs, with the data
 position and an integrity record: see training/run_checkpoints.py), `damaged/` (checkpoints that
@@ -19,12 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from srdd_jax import errors, parallel, workdir_lock
-from srdd_jax.modes import convert, distill, evaluate, sample, tokenize, train, validation
-
-# Modes that read the workdir's runs and model and write only their own outputs: they may run
-# beside a training run (each takes its own lock, `.lock_<mode>`; see workdir_lock).
-READ_ONLY_MODES = ("sample", "edit", "evaluate")
+from srdd_jax import parallel, workdir_lock
+from srdd_jax.modes import registry, specs
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, model_overrides: dict | None = None):
@@ -32,25 +29,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, model_overrides: dict |
     that the user set explicitly (`main` passes its --config.model.* flags); sample, edit and
     evaluate apply the sampling-time settings among them to the loaded model and refuse others
     that disagree with it. Returns what the mode returns."""
-    try:
-        validation.validate_config(config)
-    except ValueError as error:
-        raise errors.ConfigError(str(error)) from error
-    overrides = dict(model_overrides or {})
-    with workdir_lock.hold(workdir, config.mode, config.mode not in READ_ONLY_MODES):
-        return _run_mode(config, workdir, overrides)
-
-
-def _run_mode(config: ml_collections.ConfigDict, workdir: str, overrides: dict):
-    if config.mode == "convert":
-        return convert.run(config, workdir)
-    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
-    if config.mode in ("sample", "edit"):
-        return sample.run(config, workdir, mesh, overrides)
-    if config.mode == "evaluate":
-        return evaluate.run(config, workdir, mesh, overrides)
-    if config.mode == "distill":
-        return distill.run(config, workdir, mesh)
-    if config.mode == "tokenize":
-        return tokenize.run(config, workdir, mesh)
-    return train.run(config, workdir, mesh)
+    mode = registry.get(config.mode)
+    parsed = specs.parse(config)
+    with workdir_lock.hold(workdir, config.mode, not mode.READ_ONLY):
+        mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp)
+        return mode.run(config, parsed, workdir, mesh, dict(model_overrides or {}))

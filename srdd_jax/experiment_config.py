@@ -1,4 +1,9 @@
-"""The full experiment config schema with defaults; files in configs/ start from `base_config`."""
+"""The full experiment config schema with defaults; files in configs/ start from `base_config`.
+
+The ConfigDict builders here are the config layer's: their defaults are read from the typed specs
+(`models.ModelSpec`, `TokenizerSpec`, `TransformerSpec`, `SamplerSettings`), where each field is
+declared once, and `modes/specs.py` parses the sections back into those specs.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,61 @@ import dataclasses
 import ml_collections
 
 from srdd_jax import models
-from srdd_jax.sampling.sampler import SamplerSettings
+from srdd_jax.data.spec import DataSpec
+from srdd_jax.evaluation.spec import EvalSpec
+from srdd_jax.sampling.settings import GridSpec, SamplerSettings
+from srdd_jax.tokenizer.spec import TokenizerSpec
+from srdd_jax.training.spec import OptimSpec, TrainSpec
+from srdd_jax.transformer.spec import TransformerSpec
+
+
+def tokenizer_config(**overrides) -> ml_collections.ConfigDict:
+    """VAR's released tokenizer (vae_ch160v4096z32) unless overridden."""
+    return ml_collections.ConfigDict(dataclasses.asdict(TokenizerSpec(**overrides)))
+
+
+def transformer_config(depth: int = 16, **overrides) -> ml_collections.ConfigDict:
+    """VAR-d{depth}'s shape (width 64*depth, depth heads, drop-path 0.1*depth/24) unless overridden."""
+    return ml_collections.ConfigDict(dataclasses.asdict(TransformerSpec.for_depth(depth, **overrides)))
+
+
+def model_config(patch_nums=models.PATCH_NUMS_256, tokenizer=None, transformer=None,
+                 tokenizer_patch_nums=(), class_names=()) -> ml_collections.ConfigDict:
+    """config.model: `models.ModelSpec`'s fields, with the tokenizer and transformer sections above
+    (their defaults unless given)."""
+    return ml_collections.ConfigDict(dict(
+        patch_nums=tuple(patch_nums),
+        tokenizer_patch_nums=tuple(tokenizer_patch_nums),
+        class_names=tuple(class_names),
+        tokenizer=tokenizer if tokenizer is not None else tokenizer_config(),
+        transformer=transformer if transformer is not None else transformer_config(),
+    ))
+
+
+def _section(spec, names=None) -> dict:
+    """A spec's fields (all, or `names`) with their values, for a config section."""
+    values = dataclasses.asdict(spec)
+    return {name: values[name] for name in (names or values)}
+
+
+_RUN_FIELDS = ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
+               "profile_steps", "preemption_save_seconds")
+_TOKENIZER_LOSS_FIELDS = ("vq_weight", "beta", "perceptual_weight", "lpips_weights",
+                          "vgg16_weights", "adversarial_weight", "adversarial_start",
+                          "disc_channels", "disc_layers")
 
 
 def optim_config(base_lr: float = 1e-4) -> ml_collections.ConfigDict:
-    """VAR's recipe: AdamW (0.9, 0.95), wd 0.05, lr = base_lr * batch / 256, clip 2.0.
-    weight_decay_end (VAR's twde): wd follows a cosine from weight_decay to it over the run;
-    -1 keeps it equal to weight_decay (constant)."""
-    return ml_collections.ConfigDict(dict(
-        base_lr=base_lr, warmup_steps=100, final_lr_ratio=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
-        weight_decay=0.05, weight_decay_end=-1.0, grad_clip=2.0))
+    """`OptimSpec`'s fields (VAR's recipe) with this base learning rate."""
+    return ml_collections.ConfigDict(_section(OptimSpec(base_lr=base_lr)))
 
 
 def run_config(steps: int, batch_size: int, base_lr: float) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        steps=steps, batch_size=batch_size, optim=optim_config(base_lr), log_every=50,
-        checkpoint_every=500, keep_checkpoints=3,
-        # profile_steps > 0: one jax.profiler trace of that many steps in workdir/logs/<run>.
-        profile_steps=0,
-        # On SIGTERM/SIGINT the run saves the step it reached and waits this long for the write
-        # (cloud machines allow about 30 s between the notice and the end), then exits 75.
-        preemption_save_seconds=25.0))
+    """A run section: `TrainSpec`'s fields that every run reads (see training/spec.py)."""
+    cfg = ml_collections.ConfigDict(_section(TrainSpec(steps=steps, batch_size=batch_size),
+                                             _RUN_FIELDS))
+    cfg.optim = optim_config(base_lr)
+    return cfg
 
 
 def sampler_settings_config() -> ml_collections.ConfigDict:
@@ -58,13 +97,8 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         # (srdd_jax/data/model_for_data.py; configs/image_folder.py). False: the model must agree with
         # the data, or the run stops at start-up naming the field.
         model_from_data=False,
-        # source fashion_mnist | image_folder (root) | tfds: `name` (e.g. sun397, imagenet2012) and
-        # `split` from tfds_data_dir (may be gs://; default ~/tensorflow_datasets), manual
-        # downloads (imagenet2012) in manual_dir; splits whose resized images exceed
-        # max_in_memory_mb are streamed, shuffled per epoch in a shuffle_buffer-record window.
-        # image_size: 0 = the model's; else it must equal it, or with model_from_data it sets it.
-        data=dict(source="fashion_mnist", root="", name="", split="train", tfds_data_dir="",
-                  manual_dir="", max_in_memory_mb=2048.0, shuffle_buffer=4096, image_size=0),
+        # Where the images come from (fashion_mnist, an image folder or TFDS): data/spec.py.
+        data=_section(DataSpec()),
         mesh=dict(data=-1, fsdp=1),
         # tokenizer, transformer, model: model directories, or released names (var_d16 ... var_d36,
         # srdd_jax/pretrained.py). transformer: when only its number of classes differs,
@@ -73,41 +107,26 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         tokenizer_training=run_config(2000, 64, 4e-4),
         training=run_config(2000, 64, 1e-4),
         distill=run_config(1000, 64, 1e-4),
-        # labels: the classes to sample (empty: every class), per_class images each.
-        sample=dict(per_class=4, batch_size=40, seed=0, labels=(), settings=settings),
+        # labels: the classes to sample (empty: every class), per_class images each; settings:
+        # how to sample (sampling/settings.py).
+        sample=dict(_section(GridSpec()), settings=settings),
         convert=dict(vae="", var=""),
         # mode=edit: task inpaint | outpaint | super_resolution on `images` (files; default: the
         # first `count` dataset images); box (y0, x0, y1, x1) or a mask file (white = keep);
         # labels (default: unconditional); `samples` results per image; SR input is size/factor.
         edit=dict(task="inpaint", images=(), count=4, mask="", box=(0.25, 0.25, 0.75, 0.75),
                   labels=(), samples=3, factor=2),
-        # mode=evaluate (srdd_jax/evaluation/evaluate.py): per_class samples of every class with
-        # config.sample.settings, scored against the first reference_images (0 = all) of `split`
-        # with a dataset classifier (classifier_dir, default <workdir>/evaluate/classifier; trained
-        # for classifier_steps on the first classifier_images (0 = all) training images if absent);
-        # k-NN precision/recall with pr_k; NLL on the first nll_images (0 = all) reference images,
-        # also under the null class if nll_unconditional. inception_weights ('' = skip): the FID
-        # Inception .pth/.npz. reference_cache: real statistics (default <workdir>/evaluate/reference).
-        evaluate=dict(per_class=100, batch_size=100, seed=0, split="test", reference_images=10000,
-                      nll_images=10000, nll_unconditional=True, classifier_dir="",
-                      classifier_steps=1500, classifier_images=60000, pr_k=3, inception_weights="",
-                      inception_batch_size=50, reference_cache=""),
+        # mode=evaluate: samples of every class with config.sample.settings against the real
+        # split, NLL, optional Inception metrics (evaluation/spec.py says each field).
+        evaluate=_section(EvalSpec()),
     ))
-    cfg.tokenizer_training.vq_weight = 1.0
-    cfg.tokenizer_training.beta = 0.25
-    cfg.training.label_smoothing = 0.0
-    # A token cache written by mode=tokenize (WORKDIR/tokens/<split>): the step skips the encoder.
-    cfg.training.cached_tokens = ""
-    # Optional tokenizer losses (0 = off). perceptual: LPIPS (VGG16) between image and
-    # reconstruction, with weights from lpips_weights (one .npz, or the lpips package's vgg.pth
-    # together with torchvision's vgg16 .pth in vgg16_weights). adversarial: PatchGAN hinge loss
-    # from step adversarial_start, discriminator trained by disc_optim.
-    cfg.tokenizer_training.update(dict(
-        perceptual_weight=0.0, lpips_weights="", vgg16_weights="", adversarial_weight=0.0,
-        adversarial_start=0, disc_channels=64, disc_layers=3, disc_optim=optim_config(4e-4)))
-    # mode=distill: a student on the subset `patch_nums` of the teacher's scales, initialised from
-    # `teacher` (a model directory; default <workdir>/model); written to <workdir>/student.
-    cfg.distill.update(dict(teacher="", patch_nums=(), label_smoothing=0.0))
+    # Each run's own fields (their meaning: training/spec.py). The tokenizer's optional losses;
+    # the transformer's label smoothing and token cache; the student's teacher and scales.
+    defaults = TrainSpec()
+    cfg.tokenizer_training.update(_section(defaults, _TOKENIZER_LOSS_FIELDS))
+    cfg.tokenizer_training.disc_optim = ml_collections.ConfigDict(_section(defaults.disc_optim))
+    cfg.training.update(_section(defaults, ("label_smoothing", "cached_tokens")))
+    cfg.distill.update(_section(defaults, ("teacher", "patch_nums", "label_smoothing")))
     return cfg
 
 
@@ -119,12 +138,12 @@ def tiny_evaluation(cfg: ml_collections.ConfigDict) -> None:
 
 def tiny_model(num_classes: int = 10, in_channels: int = 1) -> ml_collections.ConfigDict:
     """A model small enough for unit tests: 16 px images, latent 4x4, two blocks."""
-    return models.model_config(
+    return model_config(
         (1, 2, 4),
-        models.tokenizer_config(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=8,
-                                vocab_size=64, in_channels=in_channels),
-        models.transformer_config(depth=2, embed_dim=64, num_heads=2, num_classes=num_classes,
-                                  drop_path_rate=0.0, remat="none"))
+        tokenizer_config(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=8,
+                         vocab_size=64, in_channels=in_channels),
+        transformer_config(depth=2, embed_dim=64, num_heads=2, num_classes=num_classes,
+                           drop_path_rate=0.0, remat="none"))
 
 
 def paper_config(root: str, num_classes: int, variant: str = "") -> ml_collections.ConfigDict:
@@ -140,8 +159,8 @@ def paper_config(root: str, num_classes: int, variant: str = "") -> ml_collectio
     elif variant:
         raise ValueError(f"unknown variant {variant!r}: use '' or 'tiny'")
     else:
-        model = models.model_config(transformer=models.transformer_config(
-            16, num_classes=num_classes, mask="markov"))
+        model = model_config(transformer=transformer_config(16, num_classes=num_classes,
+                                                            mask="markov"))
         cfg = base_config(model)
         cfg.training.update(dict(steps=100_000, batch_size=256, checkpoint_every=5000))
         cfg.training.optim.update(dict(base_lr=1e-4, warmup_steps=2000, final_lr_ratio=0.1))

@@ -1,4 +1,4 @@
-"""VAR's released ImageNet models by name: `params, model_cfg = pretrained.load("var_d16")`.
+"""VAR's released ImageNet models by name: `params, spec = pretrained.load("var_d16")`.
 
 Names: var_d16, var_d20, var_d24, var_d30 (256 px) and var_d36 (512 px). The first `load` of a name
 downloads the tokenizer `vae_ch160v4096z32.pth` and the transformer `var_dXX.pth` from the Hugging
@@ -7,7 +7,9 @@ HF_HOME; HF_HUB_OFFLINE=1 reads only that cache), converts them (this needs torc
 converted model directory in `cache_dir()`: $SRDD_JAX_CACHE, by default ~/.cache/srdd_jax
 ($XDG_CACHE_HOME/srdd_jax). Later loads read that directory with orbax and need neither torch nor
 the network. The architecture is read from the files, as `python -m srdd_jax.convert` does, and
-the released weights keep their block-causal `var` mask in the returned config.
+the released weights keep their block-causal `var` mask in the returned spec (a
+`models.ModelSpec`; `srdd_jax.experiment_config.model_config(**spec.to_dict())` makes the config
+section back from it, for users who want a ConfigDict).
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import os
 import shutil
 from typing import NamedTuple
 
-import ml_collections
 from absl import logging
 
-from srdd_jax import checkpoints, saved_models, weights_io
+from srdd_jax import checkpoints, models, saved_models, weights_io
 from srdd_jax.convert import var_checkpoints
 from srdd_jax.sampling import class_grid
 
@@ -80,12 +81,12 @@ def model_dir(name: str, cache: str | None = None) -> str:
         return target
     vae_path, var_path = _download(name, target)
     logging.info("%s: converting %s and %s (once)", name, vae_path, var_path)
-    cfg, params = var_checkpoints.convert_state_dicts(weights_io.load_state_dict(vae_path, "vae"),
-                                                      weights_io.load_state_dict(var_path, "var"))
+    spec, params = var_checkpoints.convert_state_dicts(weights_io.load_state_dict(vae_path, "vae"),
+                                                       weights_io.load_state_dict(var_path, "var"))
     # Written beside the target and renamed, so an interrupted conversion leaves no half model.
     partial = f"{target}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    saved_models.save_model(partial, params, cfg)
+    saved_models.save_model(partial, params, spec)
     try:
         os.rename(partial, target)
     except OSError:  # another process converted it meanwhile
@@ -103,20 +104,20 @@ def resolve(name_or_dir: str, cache: str | None = None) -> str:
 
 
 class Model(NamedTuple):
-    """A loaded model: unpacks as (params, config); `sample` draws a class grid from it."""
+    """A loaded model: unpacks as (params, spec); `sample` draws a class grid from it."""
 
     params: dict
-    config: ml_collections.ConfigDict
+    spec: models.ModelSpec
 
     def sample(self, classes=(), per_class: int = 1, settings=None, seed: int = 0, **kwargs):
         """`sampling.class_grid.sample` of this model: a ClassGrid, one column per class (a
         notebook shows it)."""
-        return class_grid.sample(self.params, self.config, classes, per_class, settings, seed,
+        return class_grid.sample(self.params, self.spec, classes, per_class, settings, seed,
                                  **kwargs)
 
 
 def load(name_or_dir: str, cache: str | None = None, shardings=None) -> Model:
-    """(params, model_cfg) of a released name (see the module docstring) or of a model directory.
+    """(params, spec) of a released name (see the module docstring) or of a model directory.
     `shardings` places the arrays as in `saved_models.load_model`."""
     directory = resolve(name_or_dir, cache)
     if "://" not in directory and not os.path.isdir(directory):

@@ -1,8 +1,9 @@
 """Model directories: what `python -m srdd_jax.convert` and a training run's `model/` hold.
 
 A model directory is a `checkpoints` tree directory of {'tokenizer': ..., 'transformer': ...}
-whose config is a model config (`srdd_jax.models`). Loading validates that config, fills the
-fields that directories of earlier versions lack (the execution settings, class names), stacks
+whose config is a `models.ModelSpec`'s dict. Loading reads it into the spec (validated; fields
+that directories of earlier versions lack, the execution settings and class names, take their
+defaults), stacks
 the per-block transformer parameters those versions wrote (`transformer.legacy_layout`), and can
 read every array straight into its sharding on a mesh.
 """
@@ -10,37 +11,31 @@ read every array straight into its sharding on a mesh.
 from __future__ import annotations
 
 import jax
-import ml_collections
 from absl import logging
 
-from srdd_jax import checkpoints, models, parallel
+from srdd_jax import checkpoints, errors, models
 from srdd_jax.transformer import legacy_layout
 
 
-def save_model(directory: str, params: dict, cfg: ml_collections.ConfigDict,
+def save_model(directory: str, params: dict, spec: models.ModelSpec,
                overwrite: bool = False) -> None:
-    """Writes params ({'tokenizer', 'transformer'}, either may be absent), the model config and
+    """Writes params ({'tokenizer', 'transformer'}, either may be absent), the model spec and
     the integrity record (see `checkpoints.save_tree`: every process must call it)."""
-    checkpoints.save_tree(directory, params, cfg.to_dict(), overwrite)
+    checkpoints.save_tree(directory, params, spec.to_dict(), overwrite)
 
 
-def model_config(raw: dict) -> ml_collections.ConfigDict:
-    """A validated model config from a saved JSON dict; fields absent from earlier versions'
-    directories (execution settings, class names) take their defaults."""
-    raw = dict(raw, patch_nums=tuple(raw["patch_nums"]),
-               tokenizer_patch_nums=tuple(raw.get("tokenizer_patch_nums", ())),
-               class_names=tuple(raw.get("class_names", ())))
-    raw["tokenizer"] = dict(raw["tokenizer"], ch_mult=tuple(raw["tokenizer"]["ch_mult"]))
-    defaults = models.transformer_config()
-    raw["transformer"] = {**{field: defaults[field] for field in models.EXECUTION_SETTINGS},
-                          **raw["transformer"]}
-    cfg = ml_collections.ConfigDict(raw)
-    models.validate(cfg)
-    return cfg
+def read_spec(directory: str) -> models.ModelSpec:
+    """The model spec a model directory was written with (validated)."""
+    raw = checkpoints.read_config(directory)
+    try:
+        return models.ModelSpec.from_dict(raw)
+    except (TypeError, ValueError) as error:
+        raise errors.IncompatibleCheckpointError(
+            f"{directory}: its model config does not read as a model spec: {error}") from error
 
 
 def load_model(directory: str, shardings=None, mesh=None):
-    """Returns (params, cfg), verified against the directory's integrity record.
+    """Returns (params, spec), verified against the directory's integrity record.
 
     `shardings` ({'tokenizer': ..., 'transformer': ...} trees of jax Shardings), or `mesh` (a
     `parallel.make_mesh` mesh: the shardings of the logical-axis rules): the arrays are read onto
@@ -52,10 +47,9 @@ def load_model(directory: str, shardings=None, mesh=None):
     current layout. Raises errors.MissingFileError / errors.DamagedCheckpointError (see
     `checkpoints`).
     """
-    cfg = model_config(checkpoints.read_config(directory))
+    spec = read_spec(directory)
     if mesh is not None and shardings is None:
-        shardings = {which: parallel.param_shardings(models.abstract_params(cfg, which), mesh)
-                     for which in ("tokenizer", "transformer")}
+        shardings = models.Model(spec).shardings(mesh)
     unstacked = legacy_layout.is_unstacked(checkpoints.tree_metadata(directory).get("transformer", {}))
     params = checkpoints.load_tree(directory, None if unstacked else shardings)
     if unstacked:
@@ -64,4 +58,4 @@ def load_model(directory: str, shardings=None, mesh=None):
         params = {**params, "transformer": legacy_layout.stack_blocks(params["transformer"])}
         if shardings is not None:
             params = jax.device_put(params, {which: shardings[which] for which in params})
-    return params, cfg
+    return params, spec

@@ -13,7 +13,7 @@ from PIL import Image
 
 from srdd_jax import experiment_config, scales
 from srdd_jax.data import model_for_data, sources
-from srdd_jax.sampling import outputs
+from srdd_jax import image_grids
 
 CLASSES = ("apple", "grass", "sky")
 COLOURS = ((200, 30, 30), (40, 180, 50), (40, 90, 220))
@@ -140,8 +140,8 @@ def test_model_for_data_fits_or_names_each_disagreement():
 
 def test_grid_picture_writes_class_names_above_columns():
     images = np.zeros((4, 32, 32, 3), np.uint8)
-    plain = outputs.grid_picture(images, 2)
-    labelled = outputs.grid_picture(images, 2, ("cat", "a very long class name"))
+    plain = image_grids.grid_picture(images, 2)
+    labelled = image_grids.grid_picture(images, 2, ("cat", "a very long class name"))
     assert plain.size == (66, 66) and labelled.width == 66 and labelled.height > 66
     band = np.asarray(labelled)[:labelled.height - 66]
     assert band[:, :32].min() < 100 and band[:, 34:].min() < 100  # text above both columns

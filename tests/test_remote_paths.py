@@ -17,7 +17,7 @@ from PIL import Image
 
 from srdd_jax import experiment, experiment_config, saved_models
 from srdd_jax.modes import workdir as workdir_record
-from srdd_jax.sampling import outputs
+from srdd_jax import image_grids
 
 
 def _ram(arg):
@@ -55,10 +55,10 @@ def _read(uri: str) -> bytes:
 
 def test_grid_and_samples_written_to_gs(bucket):
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
-    outputs.save_grid(f"{bucket}/run/samples/grid.png", images, columns=3)
-    outputs.save_samples(f"{bucket}/run/samples/grid.npz", images, np.arange(6), np.ones((6, 5)))
+    image_grids.save_grid(f"{bucket}/run/samples/grid.png", images, columns=3)
+    image_grids.save_samples(f"{bucket}/run/samples/grid.npz", images, np.arange(6), np.ones((6, 5)))
     png = np.asarray(Image.open(io.BytesIO(_read(f"{bucket}/run/samples/grid.png"))))
-    np.testing.assert_array_equal(png, outputs.grid(images, 3))
+    np.testing.assert_array_equal(png, image_grids.grid(images, 3))
     npz = np.load(io.BytesIO(_read(f"{bucket}/run/samples/grid.npz")))
     np.testing.assert_array_equal(npz["arr_0"], images)
     np.testing.assert_array_equal(npz["labels"], np.arange(6))

@@ -9,7 +9,8 @@ import pytest
 from conftest import nhwc
 
 from srdd_jax import models, parallel
-from srdd_jax.sampling import editing, layout, outputs
+from srdd_jax import image_grids
+from srdd_jax.sampling import editing, layout
 from srdd_jax.sampling.sampler import Sampler, SamplerSettings
 from srdd_jax.tokenizer.vqvae import VQVAE
 
@@ -183,7 +184,7 @@ def test_bad_editing_inputs_are_named(converted, reference, tmp_path):
     with pytest.raises(ValueError, match="cannot read image"):
         editing.load_image(str(broken), size)
     small = tmp_path / "small.png"
-    outputs.save_grid(str(small), np.zeros((1, 8, 8, 3), np.uint8))
+    image_grids.save_grid(str(small), np.zeros((1, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="resize or crop"):
         editing.load_image(str(small), size)
     with pytest.raises(ValueError, match="editing constraints must be"):
@@ -220,14 +221,14 @@ def test_sharded_sampling_equals_single_device(converted, reference):
 
 
 def test_outputs_png_grid_and_npz(tmp_path):
-    images = outputs.to_uint8(np.linspace(-1, 1, 5 * 4 * 4 * 3).reshape(5, 4, 4, 3))
+    images = image_grids.to_uint8(np.linspace(-1, 1, 5 * 4 * 4 * 3).reshape(5, 4, 4, 3))
     assert images.dtype == np.uint8 and images.min() == 0 and images.max() == 255
-    outputs.save_grid(str(tmp_path / "grid.png"), images, columns=3)
+    image_grids.save_grid(str(tmp_path / "grid.png"), images, columns=3)
     from PIL import Image
 
     with Image.open(tmp_path / "grid.png") as grid_png:
         assert grid_png.size == (3 * 4 + 2 * 2, 2 * 4 + 2)
-    outputs.save_samples(str(tmp_path / "s.npz"), images, np.arange(5), np.zeros((5, 7), np.int32))
+    image_grids.save_samples(str(tmp_path / "s.npz"), images, np.arange(5), np.zeros((5, 7), np.int32))
     saved = np.load(tmp_path / "s.npz")
     np.testing.assert_array_equal(saved["arr_0"], images)
 

@@ -10,6 +10,7 @@ filled, else `CheckpointMismatchError` names the keys.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from srdd_jax import models
+from srdd_jax.tokenizer.spec import TokenizerSpec
+from srdd_jax.transformer.spec import TransformerSpec
 
 StateDict = Mapping[str, Any]
 
@@ -128,17 +131,18 @@ def infer_transformer_config(sd: StateDict) -> dict:
     )
 
 
-def model_config_from_checkpoints(vae_sd: StateDict | None = None, var_sd: StateDict | None = None,
+def model_spec_from_checkpoints(vae_sd: StateDict | None = None, var_sd: StateDict | None = None,
                                   patch_nums=None, **transformer_overrides):
-    """A full model config (see `srdd_jax.models`) from one or both state dicts.
+    """A `models.ModelSpec` from one or both state dicts (VAR-d16's defaults where they say
+    nothing).
 
     patch_nums: taken from the VAR checkpoint when not given (VAR's 256 px layout for a tokenizer
     alone). Vocabulary and latent width must agree between the two files.
     """
-    tokenizer = models.tokenizer_config()
-    transformer = models.transformer_config()
+    tokenizer = TokenizerSpec()
+    transformer = {}
     if vae_sd is not None:
-        tokenizer.update(infer_tokenizer_config(vae_sd))
+        tokenizer = dataclasses.replace(tokenizer, **infer_tokenizer_config(vae_sd))
     if var_sd is not None:
         transformer.update(infer_transformer_config(var_sd))
         z_channels = var_sd["word_embed.weight"].shape[1]
@@ -149,7 +153,7 @@ def model_config_from_checkpoints(vae_sd: StateDict | None = None, var_sd: State
                 f"vocab_size={vocab}, but the VAE has z_channels={tokenizer.z_channels}, "
                 f"vocab_size={tokenizer.vocab_size}: pass the VAE these weights were trained with"
             )
-        tokenizer.update(dict(z_channels=z_channels, vocab_size=vocab))
+        tokenizer = dataclasses.replace(tokenizer, z_channels=z_channels, vocab_size=vocab)
         if patch_nums is None:
             patch_nums = infer_patch_nums(var_sd)
             if patch_nums is None:
@@ -158,9 +162,8 @@ def model_config_from_checkpoints(vae_sd: StateDict | None = None, var_sd: State
                     "L matches no VAR preset): pass them explicitly, e.g. --patch_nums=1,2,3,4,6,9"
                 )
     transformer.update(transformer_overrides)
-    cfg = models.model_config(patch_nums or models.PATCH_NUMS_256, tokenizer, transformer)
-    models.validate(cfg)
-    return cfg
+    return models.ModelSpec(tuple(patch_nums or models.PATCH_NUMS_256), tokenizer=tokenizer,
+                            transformer=TransformerSpec(**transformer))
 
 
 # ---------------------------------------------------------------------------------- key mapping

@@ -1,4 +1,4 @@
-"""Released VAR checkpoints -> (model config, Flax params), checked against the Flax models."""
+"""Released VAR checkpoints -> (model spec, Flax params), checked against the Flax models."""
 
 from __future__ import annotations
 
@@ -12,21 +12,22 @@ def convert_state_dicts(vae_sd=None, var_sd=None, patch_nums=None, **transformer
     """Converts one or both state dicts ({name: array}).
 
     Returns:
-      (cfg, params): the model ConfigDict and {'tokenizer': ..., 'transformer': ...} numpy trees
+      (spec, params): the `models.ModelSpec` and {'tokenizer': ..., 'transformer': ...} numpy trees
       (only the parts given).
     Raises:
       CheckpointMismatchError naming unknown, missing or mis-shaped keys.
     """
     if vae_sd is None and var_sd is None:
         raise ValueError("give at least one checkpoint (--vae and/or --var)")
-    cfg = mapping.model_config_from_checkpoints(vae_sd, var_sd, patch_nums, **transformer_overrides)
+    spec = mapping.model_spec_from_checkpoints(vae_sd, var_sd, patch_nums, **transformer_overrides)
+    model = models.Model(spec)
     params = {}
     if vae_sd is not None:
-        expected = nn.unbox(models.abstract_params(cfg, "tokenizer"))
+        expected = nn.unbox(model.abstract_params("tokenizer"))
         params["tokenizer"] = mapping.convert(vae_sd, mapping.tokenizer_rule, expected,
                                               "tokenizer (VQVAE)")
     if var_sd is not None:
-        expected = nn.unbox(models.abstract_params(cfg, "transformer"))
+        expected = nn.unbox(model.abstract_params("transformer"))
         params["transformer"] = mapping.convert(var_sd, mapping.transformer_rule, expected,
                                                 "transformer (VAR)")
-    return cfg, params
+    return spec, params

@@ -1,7 +1,7 @@
-"""Images for a run: the source named by a data config, at the size a model config takes.
+"""Images for a run: the source named by a `DataSpec`, at the size a model spec takes.
 
-`load(data_cfg, model_cfg, split)` gives an in-memory `sources.Source`, or for large TFDS splits a
-`tfds_source.TfdsStream` with the same attributes and `batches`; `facts(data_cfg)` reads the
+`load(data, spec, split)` gives an in-memory `sources.Source`, or for large TFDS splits a
+`tfds_source.TfdsStream` with the same attributes and `batches`; `facts(data)` reads the
 channels and class names without loading the images; `iterator` is the resumable batch iterator
 of this process's share.
 """
@@ -9,43 +9,51 @@ of this process's share.
 from __future__ import annotations
 
 import jax
-import ml_collections
+from absl import logging
 
 from srdd_jax import models
 from srdd_jax.data import sources
 from srdd_jax.data.pipeline import make_iterator
+from srdd_jax.data.spec import DataSpec
 
 
-def image_shape(model_cfg: ml_collections.ConfigDict) -> tuple[int, int]:
+def image_shape(spec: models.ModelSpec) -> tuple[int, int]:
     """(image size, channels) of the model's tokenizer."""
-    return models.build_tokenizer(model_cfg).image_size, model_cfg.tokenizer.in_channels
+    return models.Model(spec).image_size, spec.tokenizer.in_channels
 
 
-def load(data_cfg: ml_collections.ConfigDict, model_cfg: ml_collections.ConfigDict,
-         split: str = "") -> sources.Source:
-    """data_cfg's images (split: default data_cfg.split) at the model's size and channels."""
-    size, channels = image_shape(model_cfg)
-    split = split or data_cfg.split
-    if data_cfg.source == "fashion_mnist":
-        return sources.fashion_mnist(split, size, channels, data_cfg.root or sources.FASHION_MNIST_DIR)
-    if data_cfg.source == "tfds":
+def load(data: DataSpec, spec: models.ModelSpec, split: str = "") -> sources.Source:
+    """The data's images (split: default data.split) at the model's size and channels."""
+    size, channels = image_shape(spec)
+    split = split or data.split
+    if data.source == "fashion_mnist":
+        return sources.fashion_mnist(split, size, channels, data.root or sources.FASHION_MNIST_DIR)
+    if data.source == "tfds":
         from srdd_jax.data import tfds_source
 
-        return tfds_source.load(data_cfg.name, split, size, channels, data_cfg.tfds_data_dir,
-                                data_cfg.manual_dir, data_cfg.max_in_memory_mb,
-                                data_cfg.shuffle_buffer)
-    return sources.image_folder(data_cfg.root, size, channels)
+        return tfds_source.load(data.name, split, size, channels, data.tfds_data_dir,
+                                data.manual_dir, data.max_in_memory_mb,
+                                data.shuffle_buffer)
+    return sources.image_folder(data.root, size, channels)
 
 
-def facts(data_cfg: ml_collections.ConfigDict) -> sources.DataFacts:
-    """Channels and class names of data_cfg's images, read without loading them."""
-    if data_cfg.source == "fashion_mnist":
+def load_logged(data: DataSpec, spec: models.ModelSpec, split: str = "") -> sources.Source:
+    """`load`, with a line on what was found."""
+    source = load(data, spec, split)
+    logging.info("data: %d images, %s, %d unreadable skipped", source.num_examples,
+                 sources.listed(source.class_names), len(source.skipped))
+    return source
+
+
+def facts(data: DataSpec) -> sources.DataFacts:
+    """Channels and class names of the data's images, read without loading them."""
+    if data.source == "fashion_mnist":
         return sources.FASHION_MNIST_FACTS
-    if data_cfg.source == "tfds":
+    if data.source == "tfds":
         from srdd_jax.data import tfds_source
 
-        return tfds_source.facts(data_cfg.name, data_cfg.tfds_data_dir, data_cfg.manual_dir)
-    return sources.image_folder_facts(data_cfg.root)
+        return tfds_source.facts(data.name, data.tfds_data_dir, data.manual_dir)
+    return sources.image_folder_facts(data.root)
 
 
 def iterator(source, batch_size: int, seed: int):

@@ -1,4 +1,4 @@
-"""The model config's data-dependent fields against the data it trains or is evaluated on.
+"""The model spec's data-dependent fields against the data it trains or is evaluated on.
 
 Those fields are model.tokenizer.in_channels (grey 1 or RGB 3), model.transformer.num_classes, and
 the scale pyramid model.patch_nums, whose last side times the tokenizer's downsampling is the image
@@ -10,7 +10,8 @@ model.class_names, so sample grids can label their columns.
 
 from __future__ import annotations
 
-import ml_collections
+import dataclasses
+
 from absl import logging
 
 from srdd_jax import errors, models, scales
@@ -19,26 +20,21 @@ from srdd_jax.data.sources import DataFacts, listed
 TRAINING_FIX = "Use configs/image_folder.py, which reads them from the data, or set {settings}"
 
 
-def _downsampling(model_cfg: ml_collections.ConfigDict) -> int:
-    """Image side / latent side of the model's tokenizer."""
-    return models.build_tokenizer(model_cfg).image_size // model_cfg.patch_nums[-1]
-
-
-def mismatches(model_cfg: ml_collections.ConfigDict, facts: DataFacts,
+def mismatches(spec: models.ModelSpec, facts: DataFacts,
                image_size: int = 0) -> list[tuple[str, object, object, str]]:
     """[(field, its value, the value that agrees with the data, why)] for every field where the
     model disagrees with the data; image_size 0 means the model's own."""
     found = []
-    channels = model_cfg.tokenizer.in_channels
+    channels = spec.tokenizer.in_channels
     if facts.channels is not None and channels != facts.channels:
         kind = "RGB" if facts.channels == 3 else "greyscale"
         found.append(("model.tokenizer.in_channels", channels, facts.channels,
                       f"{facts.where} are {kind} ({facts.channels} channel{'s' * (facts.channels > 1)})"))
-    num_classes = model_cfg.transformer.num_classes
+    num_classes = spec.transformer.num_classes
     if num_classes != len(facts.class_names):
         found.append(("model.transformer.num_classes", num_classes, len(facts.class_names),
                       f"{facts.where} have {listed(facts.class_names)}"))
-    model_size = models.build_tokenizer(model_cfg).image_size
+    model_size = models.Model(spec).image_size
     if image_size and image_size != model_size:
         found.append(("data.image_size", image_size, 0,
                       f"the model makes {model_size} px images (0 means the model's size)"))
@@ -53,40 +49,43 @@ def describe(found, fix: str) -> str:
     return "; ".join(lines) + ". " + fix.format(settings=settings)
 
 
-def check(model_cfg: ml_collections.ConfigDict, facts: DataFacts, image_size: int = 0,
+def check(spec: models.ModelSpec, facts: DataFacts, image_size: int = 0,
           fix: str = TRAINING_FIX) -> None:
     """Raises errors.ConfigError naming every field where the model disagrees with the data."""
-    found = mismatches(model_cfg, facts, image_size)
+    found = mismatches(spec, facts, image_size)
     if found:
         raise errors.ConfigError(describe(found, fix))
 
 
-def with_class_names(model_cfg: ml_collections.ConfigDict, facts: DataFacts) -> ml_collections.ConfigDict:
-    """A copy of model_cfg that records the data's class names."""
-    fitted = ml_collections.ConfigDict(model_cfg.to_dict())
-    fitted.class_names = tuple(facts.class_names)
-    return fitted
+def check_saved_model_fits(spec: models.ModelSpec, facts: DataFacts, model_dir: str) -> None:
+    """The data a mode reads must fit the model it loaded (evaluate, distill, edit without files)."""
+    check(spec, facts, fix=(
+        f"The model in {model_dir} was trained on other data: point config.data at data like its "
+        "own, or use a model trained on this data"))
 
 
-def fit(model_cfg: ml_collections.ConfigDict, facts: DataFacts,
-        image_size: int = 0) -> ml_collections.ConfigDict:
-    """A copy of model_cfg with the data's channels, classes and class names, and, when image_size
-    differs from the model's, patch_nums = scales.pyramid(image_size / downsampling), unless
-    patch_nums already ends at that latent side."""
-    fitted = with_class_names(model_cfg, facts)
+def with_class_names(spec: models.ModelSpec, facts: DataFacts) -> models.ModelSpec:
+    """The spec recording the data's class names."""
+    return spec.replace(class_names=tuple(facts.class_names))
+
+
+def fit(spec: models.ModelSpec, facts: DataFacts, image_size: int = 0) -> models.ModelSpec:
+    """The spec with the data's channels, classes and class names, and, when image_size differs
+    from the model's, patch_nums = scales.pyramid(image_size / downsampling), unless patch_nums
+    already ends at that latent side."""
+    factor = spec.tokenizer.downsampling
+    changes = dict(class_names=tuple(facts.class_names), transformer=dataclasses.replace(
+        spec.transformer, num_classes=len(facts.class_names)))
     if facts.channels is not None:
-        fitted.tokenizer.in_channels = facts.channels
-    fitted.transformer.num_classes = len(facts.class_names)
-    factor = _downsampling(model_cfg)
-    if image_size and image_size != factor * model_cfg.patch_nums[-1]:
+        changes["tokenizer"] = dataclasses.replace(spec.tokenizer, in_channels=facts.channels)
+    if image_size and image_size != factor * spec.patch_nums[-1]:
         if image_size % factor:
             raise errors.ConfigError(
                 f"config.data.image_size={image_size} is not a multiple of the tokenizer's "
                 f"downsampling {factor} (2 ** (len(model.tokenizer.ch_mult) - 1)): "
                 f"choose e.g. {image_size // factor * factor or factor}")
-        fitted.patch_nums = scales.pyramid(image_size // factor)
-        fitted.tokenizer_patch_nums = ()
-    models.validate(fitted)
+        changes.update(patch_nums=scales.pyramid(image_size // factor), tokenizer_patch_nums=())
+    fitted = spec.replace(**changes)
     logging.info("model from the data: %d channels, %s, %d px images, scales %s",
                  fitted.tokenizer.in_channels, listed(fitted.class_names),
                  factor * fitted.patch_nums[-1], tuple(fitted.patch_nums))

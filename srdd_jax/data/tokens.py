@@ -30,14 +30,15 @@ from srdd_jax.tokenizer.vqvae import VQVAE
 TOKENS_FILE, LABELS_FILE, META_FILE = "tokens.npy", "labels.npy", "meta.json"
 
 
-def tokenizer_fingerprint(model_cfg, tok_params) -> dict:
-    """{'tokenizer': config dict, 'patch_nums': [...], 'params_sha256': hex} of a tokenizer."""
+def tokenizer_fingerprint(spec, tok_params) -> dict:
+    """{'tokenizer': its spec's dict, 'patch_nums': [...], 'params_sha256': hex} of a tokenizer
+    (`spec`: the `models.ModelSpec`)."""
     digest = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tok_params))[0]:
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(np.ascontiguousarray(leaf).tobytes())
-    return json.loads(json.dumps({"tokenizer": model_cfg.tokenizer.to_dict(),
-                                  "patch_nums": list(model_cfg.patch_nums),
+    return json.loads(json.dumps({"tokenizer": dataclasses.asdict(spec.tokenizer),
+                                  "patch_nums": list(spec.patch_nums),
                                   "params_sha256": digest.hexdigest()}))
 
 
@@ -126,10 +127,10 @@ def _read(directory: str, name: str, read):
             "re-run --config.mode=tokenize to write it again") from error
 
 
-def check_tokenizer(cache: TokenCache, model_cfg, tok_params, directory: str) -> None:
+def check_tokenizer(cache: TokenCache, spec, tok_params, directory: str) -> None:
     """Raises errors.IncompatibleCheckpointError (a ValueError) unless the cache was made by this
     tokenizer (config, patch_nums, params)."""
-    want = tokenizer_fingerprint(model_cfg, tok_params)
+    want = tokenizer_fingerprint(spec, tok_params)
     for key, what in (("patch_nums", "patch_nums"), ("tokenizer", "tokenizer config"),
                       ("params_sha256", "tokenizer parameters")):
         if cache.meta[key] != want[key]:
@@ -155,7 +156,7 @@ def encode_source(source, tokenizer: VQVAE, tok_params, mesh, batch_size: int):
     local = batch_size // jax.process_count()
     start = jax.process_index() * local
     all_tokens, all_labels = [], []
-    dtype = token_dtype(tokenizer.vocab_size)
+    dtype = token_dtype(tokenizer.spec.vocab_size)
     progress = Progress("tokenize", source.num_examples, "images")
     for images, labels in source.ordered(batch_size):
         padded = np.zeros((batch_size,) + images.shape[1:], np.float32)

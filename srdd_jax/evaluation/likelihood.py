@@ -16,7 +16,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh
@@ -27,25 +26,24 @@ from srdd_jax.tokenizer.vqvae import VQVAE
 
 
 class Likelihood:
-    """Per-scale token NLL of a model config; call `nll(params, images, labels)`."""
+    """Per-scale token NLL of a model spec; call `nll(params, images, labels)`."""
 
-    def __init__(self, model_cfg: ml_collections.ConfigDict, batch_size: int, mesh: Mesh | None = None,
+    def __init__(self, spec: models.ModelSpec, batch_size: int, mesh: Mesh | None = None,
                  mask: str | None = None):
-        """batch_size: images per program call (the last batch is padded); mask: overrides the
-        config's attention mask."""
-        self.model_cfg = model_cfg
+        """batch_size: images per program call (the last batch is padded); mask: a name in the
+        mask registry replacing the spec's."""
+        model = models.Model(spec.with_transformer(mask=mask) if mask else spec)
+        self.spec = model.spec
         self.batch_size = batch_size
         self.mesh = mesh
-        self.patch_nums = tuple(model_cfg.patch_nums)
-        self.tokenizer = models.build_tokenizer(model_cfg)
-        self.transformer = models.build_transformer(model_cfg, **({"mask": mask} if mask else {}))
+        self.patch_nums = tuple(spec.patch_nums)
+        self.tokenizer, self.transformer = model.tokenizer, model.transformer
         if mesh is None:
             self._step = jax.jit(self._sums)
             self._shardings = None
         else:
-            self._shardings = (
-                parallel.param_shardings(models.abstract_params(model_cfg, "tokenizer"), mesh),
-                parallel.param_shardings(models.abstract_params(model_cfg, "transformer"), mesh))
+            self._shardings = (model.shardings(mesh, "tokenizer"),
+                               model.shardings(mesh, "transformer"))
             batch = [parallel.batch_sharding(mesh, nd, batch_size) for nd in (4, 1, 1)]
             self._step = jax.jit(self._sums, in_shardings=(*self._shardings, *batch),
                                  out_shardings=parallel.replicated(mesh))
@@ -73,7 +71,7 @@ class Likelihood:
             raise ValueError("no images to compute a likelihood for")
         labels_N = np.asarray(labels_N, np.int32)
         if unconditional:
-            labels_N = np.full(n, self.model_cfg.transformer.num_classes, np.int32)
+            labels_N = np.full(n, self.spec.transformer.num_classes, np.int32)
         tok_params, tr_params = params["tokenizer"], params["transformer"]
         if self._shardings is not None:
             tok_params, tr_params = jax.device_put((tok_params, tr_params), self._shardings)

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
-from srdd_jax.evaluation import evaluate as evaluation
-from srdd_jax.modes import sample
+from srdd_jax.data import loading, model_for_data
+from srdd_jax.evaluation.evaluate import Evaluator
+from srdd_jax.modes import model_resolver
 from srdd_jax.modes import workdir as workdir_record
+from srdd_jax.modes.specs import ExperimentSpec
+
+READ_ONLY = True
 
 
-def run(config, workdir: str, mesh, model_overrides: dict) -> dict:
-    params, model_cfg, source = sample.load(config, workdir, mesh, model_overrides)
-    config = workdir_record.with_model(config, model_cfg)
-    sample.check_data_fits(config, source)
-    workdir_record.record(workdir, config)
-    return evaluation.evaluate(config, params, workdir, mesh)
+def run(config, specs: ExperimentSpec, workdir: str, mesh, overrides: dict) -> dict:
+    params, spec, source = model_resolver.saved(config.init.model, workdir, mesh, overrides)
+    model_for_data.check_saved_model_fits(spec, loading.facts(specs.data), source)
+    workdir_record.record(workdir, config, spec)
+    evaluator = Evaluator(spec, specs.evaluate, specs.data, specs.seed, workdir, mesh)
+    return evaluator.evaluate(params, specs.sampling)

@@ -1,4 +1,5 @@
-"""What a scale attends to besides its own tokens while sampling: one strategy per attention mask.
+"""What a scale attends to besides its own tokens while sampling: one strategy per mask window
+(`transformer/masks.py`: 0 own scale, 1 previous scale, None every earlier scale).
 
 Every strategy has the same interface, driven by the sampler's bucket loops:
 - `start(previous, bucket_index)`: the loop carry for a size bucket, from the carry the previous
@@ -7,8 +8,6 @@ Every strategy has the same interface, driven by the sampler's bucket loops:
   itself, keys/values stacked over the N blocks;
 - `store(carry, k, keys_NBHwD, values_NBHwD)`: the carry after scale k;
 - `cache_slots()`: key slots held over all rows (for memory accounting);
-- `reach`: how many later scales read a scale's keys (0, 1, or None for all), which decides where
-  the unconditional rows of a guided batch are still needed (`guidance.guided_rows`).
 
 - `OwnScale` (``markov``): nothing: each scale attends only to its own tokens; no cache at all.
 - `PreviousScale` (``markov_prev``): the previous scale's keys/values, padded to the bucket width.
@@ -17,7 +16,7 @@ Every strategy has the same interface, driven by the sampler's bucket loops:
   all segments), so the cache is never copied or concatenated as a whole.
 
 Shapes: N blocks, B rows (the doubled batch in guided buckets), w the bucket width (padded tokens
-of a scale), H heads, D head size. `tables` are the sampler's per-scale tables (traced arrays).
+of a scale), H heads, D head size. `plan` is the `SamplingPlan` (its arrays traced).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from srdd_jax.sampling.layout import Layout
+from srdd_jax.sampling.plan import SamplingPlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +55,10 @@ def _first_rows(segment, rows: int):
 
 
 class OwnScale:
-    """markov: no context."""
+    """Window 0 (markov): no context."""
 
-    reach = 0  # later scales that read a scale's keys
-
-    def __init__(self, shape: CacheShape, lay: Layout, tables: dict):
-        del shape, lay, tables
+    def __init__(self, shape: CacheShape, plan: SamplingPlan):
+        del shape, plan
 
     def start(self, previous, bucket_index: int):
         return ()
@@ -77,13 +74,11 @@ class OwnScale:
 
 
 class PreviousScale:
-    """markov_prev: the previous scale's keys, values and validity, padded to the bucket width
-    (buckets only grow, so the previous bucket's scales always fit)."""
+    """Window 1 (markov_prev): the previous scale's keys, values and validity, padded to the
+    bucket width (buckets only grow, so the previous bucket's scales always fit)."""
 
-    reach = 1
-
-    def __init__(self, shape: CacheShape, lay: Layout, tables: dict):
-        self.shape, self.layout, self.tables = shape, lay, tables
+    def __init__(self, shape: CacheShape, plan: SamplingPlan):
+        self.shape, self.layout, self.plan = shape, plan.layout, plan
 
     def start(self, previous, bucket_index: int):
         width = self.layout.buckets[bucket_index].width
@@ -102,21 +97,20 @@ class PreviousScale:
 
     def store(self, carry, k, keys, values):
         rows, width = keys.shape[1], keys.shape[3]
-        return keys, values, jnp.broadcast_to(self.tables["valid"][k, :width], (rows, width))
+        return keys, values, jnp.broadcast_to(self.plan.valid_Kw[k, :width], (rows, width))
 
     def cache_slots(self) -> int:
         return max(self.shape.bucket_rows) * self.layout.max_width
 
 
 class KVCache:
-    """var: every earlier scale's keys/values, one buffer per bucket. A bucket's buffer holds its
-    scales' tokens, then the last scale's padding: scale k writes `width` keys at its offset and
-    the next scale overwrites the padding."""
+    """Unbounded window (var): every earlier scale's keys/values, one buffer per bucket. A bucket's
+    buffer holds its scales' tokens, then the last scale's padding: scale k writes `width` keys at
+    its offset and the next scale overwrites the padding."""
 
-    reach = None  # every later scale
-
-    def __init__(self, shape: CacheShape, lay: Layout, tables: dict):
-        self.shape, self.layout, self.tables = shape, lay, tables
+    def __init__(self, shape: CacheShape, plan: SamplingPlan):
+        lay = plan.layout
+        self.shape, self.layout, self.plan = shape, lay, plan
         self.finished = []  # (k_N, v_N, valid) of the buckets already sampled, in this trace
         begins = lay.begins
         self.widths = [begins[b.scale_ids[-1]] - begins[b.scale_ids[0]] + b.width
@@ -140,12 +134,12 @@ class KVCache:
     def segments(self, carry, k) -> list:
         width = self.widths[self.bucket_index]
         rows = carry[0].shape[1]
-        valid = jnp.arange(width) < self.tables["begins"][k] - self.first[self.bucket_index]
+        valid = jnp.arange(width) < self.plan.begins_K[k] - self.first[self.bucket_index]
         return [_first_rows(segment, rows) for segment in self.finished] + [
             (carry[0], carry[1], jnp.broadcast_to(valid, (rows, width)))]
 
     def store(self, carry, k, keys, values):
-        offset = self.tables["begins"][k] - self.first[self.bucket_index]
+        offset = self.plan.begins_K[k] - self.first[self.bucket_index]
         return (jax.lax.dynamic_update_slice_in_dim(carry[0], keys, offset, axis=3),
                 jax.lax.dynamic_update_slice_in_dim(carry[1], values, offset, axis=3))
 
@@ -153,4 +147,13 @@ class KVCache:
         return sum(rows * width for rows, width in zip(self.shape.bucket_rows, self.widths))
 
 
-STRATEGIES = {"markov": OwnScale, "markov_prev": PreviousScale, "var": KVCache}
+STRATEGIES = {0: OwnScale, 1: PreviousScale, None: KVCache}  # by mask window
+
+
+def for_plan(shape: CacheShape, plan: SamplingPlan):
+    """The context strategy of the plan's mask."""
+    if plan.mask.window not in STRATEGIES:
+        raise ValueError(f"mask {plan.mask.name!r} has window {plan.mask.window}: the sampler has "
+                         f"contexts for windows {sorted(STRATEGIES, key=str)} only (add one in "
+                         "sampling/context.py)")
+    return STRATEGIES[plan.mask.window](shape, plan)

@@ -96,7 +96,7 @@ def inpainting_constraints(tokenizer: VQVAE, tok_params, images_BHWC, keep_BHW, 
       keep_BHW: (B, H, W) or (H, W) in [0, 1]: 1 = keep these pixels, 0 = generate.
     """
     size = tokenizer.image_size
-    images_BHWC = _check_images(images_BHWC, size, tokenizer.in_channels)
+    images_BHWC = _check_images(images_BHWC, size, tokenizer.spec.in_channels)
     keep = jnp.asarray(keep_BHW, jnp.float32)
     if keep.ndim == 2:
         keep = jnp.broadcast_to(keep, (images_BHWC.shape[0],) + keep.shape)
@@ -118,7 +118,7 @@ def super_resolution_constraints(tokenizer: VQVAE, tok_params, low_res_BhwC, lay
     """
     low = jnp.asarray(low_res_BhwC, jnp.float32)
     size = tokenizer.image_size
-    channels = tokenizer.in_channels
+    channels = tokenizer.spec.in_channels
     if low.ndim != 4 or low.shape[-1] != channels or low.shape[1] != low.shape[2] or low.shape[1] > size:
         raise ValueError(f"low-resolution images must be square (B, h, h, {channels}) NHWC with "
                          f"h <= {size}, got {low.shape}")

@@ -68,10 +68,12 @@ class Layout:
     levels: tuple[int, ...]
     begins: tuple[int, ...]
     buckets: tuple[Bucket, ...]
-    positions_Kw: np.ndarray
-    valid_Kw: np.ndarray
-    down_Kwn: np.ndarray
-    up_Knw: np.ndarray
+    # The tables follow from the fields above, so a layout compares and hashes by those alone (it
+    # is static data of the sampler's program).
+    positions_Kw: np.ndarray = dataclasses.field(compare=False)
+    valid_Kw: np.ndarray = dataclasses.field(compare=False)
+    down_Kwn: np.ndarray = dataclasses.field(compare=False)
+    up_Knw: np.ndarray = dataclasses.field(compare=False)
 
     @property
     def length(self) -> int:

@@ -20,22 +20,14 @@ from srdd_jax import scales
 from srdd_jax.tokenizer.autoencoder import Decoder, Encoder, conv
 from srdd_jax.tokenizer.quantizer import MultiScaleQuantizer
 from srdd_jax.tokenizer.resize import area_resize, bicubic_resize
+from srdd_jax.tokenizer.spec import TokenizerSpec
 
 
 class VQVAE(nn.Module):
     """Encoder -> quant_conv -> multi-scale residual quantizer -> post_quant_conv -> decoder."""
 
-    vocab_size: int = 4096
-    z_channels: int = 32
-    ch: int = 160
-    ch_mult: Sequence[int] = (1, 1, 2, 2, 4)
-    num_res_blocks: int = 2
+    spec: TokenizerSpec = TokenizerSpec()
     patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-    quant_resi: float = 0.5
-    share_quant_resi: int = 4
-    using_sa: bool = True
-    using_mid_sa: bool = True
-    in_channels: int = 3
     # The pyramid the tokenizer was trained on, which fixes each scale's Phi; () = patch_nums. A
     # distilled student quantises on a subset of it: its scale k uses the Phi of that scale's level
     # here, as the sampler does when it samples a subset (SamplerSettings.scale_ids).
@@ -43,16 +35,16 @@ class VQVAE(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        arch = dict(ch=self.ch, ch_mult=tuple(self.ch_mult), num_res_blocks=self.num_res_blocks,
-                    using_sa=self.using_sa, using_mid_sa=self.using_mid_sa, dtype=self.dtype)
-        self.encoder = Encoder(z_channels=self.z_channels, **arch)
-        self.decoder = Decoder(out_channels=self.in_channels, **arch)
-        self.quant_conv = conv(self.z_channels, 3, "quant_conv", self.dtype)
-        self.post_quant_conv = conv(self.z_channels, 3, "post_quant_conv", self.dtype)
+        spec = self.spec
+        arch = dict(ch=spec.ch, ch_mult=tuple(spec.ch_mult), num_res_blocks=spec.num_res_blocks,
+                    using_sa=spec.using_sa, using_mid_sa=spec.using_mid_sa, dtype=self.dtype)
+        self.encoder = Encoder(z_channels=self.spec.z_channels, **arch)
+        self.decoder = Decoder(out_channels=self.spec.in_channels, **arch)
+        self.quant_conv = conv(self.spec.z_channels, 3, "quant_conv", self.dtype)
+        self.post_quant_conv = conv(self.spec.z_channels, 3, "post_quant_conv", self.dtype)
         full = tuple(self.phi_patch_nums) or tuple(self.patch_nums)
-        self.quantize = MultiScaleQuantizer(
-            self.vocab_size, self.z_channels, len(full), self.quant_resi, self.share_quant_resi,
-        )
+        self.quantize = MultiScaleQuantizer(spec.vocab_size, spec.z_channels, len(full),
+                                            spec.quant_resi, spec.share_quant_resi)
         self.levels = jnp.asarray([full.index(pn) for pn in self.patch_nums], jnp.int32)
 
     @property
@@ -61,12 +53,12 @@ class VQVAE(nn.Module):
 
     @property
     def image_size(self) -> int:
-        return self.patch_nums[-1] * 2 ** (len(self.ch_mult) - 1)
+        return self.patch_nums[-1] * self.spec.downsampling
 
     # ----------------------------------------------------------------------------- image <-> latent
     def encode(self, img_BHWC: jax.Array) -> jax.Array:
         """Image (B, H, W, 3) in [-1, 1] -> continuous latent f (B, h, w, z_channels)."""
-        expected = (self.image_size, self.image_size, self.in_channels)
+        expected = (self.image_size, self.image_size, self.spec.in_channels)
         if tuple(img_BHWC.shape[1:]) != expected:
             raise ValueError(
                 f"images must be (B, {expected[0]}, {expected[1]}, {expected[2]}) NHWC for this "
@@ -87,7 +79,7 @@ class VQVAE(nn.Module):
 
     def embed_scale(self, idx_Bl: jax.Array, pn: int) -> jax.Array:
         """Indices (B, pn*pn) -> code map (B, pn, pn, C)."""
-        return self.quantize.lookup(idx_Bl).reshape(idx_Bl.shape[0], pn, pn, self.z_channels)
+        return self.quantize.lookup(idx_Bl).reshape(idx_Bl.shape[0], pn, pn, self.spec.z_channels)
 
     def scale_contribution(self, h_BpnpnC: jax.Array, si: int) -> jax.Array:
         """phi_si(bicubic(h) to h x w), no resize at full size: (B, pn, pn, C) -> (B, h, w, C)."""
@@ -96,7 +88,7 @@ class VQVAE(nn.Module):
 
     def quantize_latent(self, f_BhwC: jax.Array) -> jax.Array:
         """Residual multi-scale quantisation of f (B, h, w, C) -> idx_BL int32 (B, L)."""
-        b, c = f_BhwC.shape[0], self.z_channels
+        b, c = f_BhwC.shape[0], self.spec.z_channels
         f_rest = f_BhwC.astype(jnp.float32)
         idx_per_scale = []
         for si, pn in enumerate(self.patch_nums):
@@ -114,7 +106,7 @@ class VQVAE(nn.Module):
           flows to f), the per-scale commitment/codebook loss
           mean_s[beta |sg(f_hat_s) - f|^2 + |f_hat_s - sg(f)|^2], and the token indices.
         """
-        b, c = f_BhwC.shape[0], self.z_channels
+        b, c = f_BhwC.shape[0], self.spec.z_channels
         f = f_BhwC.astype(jnp.float32)
         f_fixed = jax.lax.stop_gradient(f)
         f_rest, f_hat, vq_loss = f_fixed, jnp.zeros_like(f), 0.0
@@ -160,13 +152,13 @@ class VQVAE(nn.Module):
         self._check_indices(idx_BL)
         b = idx_BL.shape[0]
         pieces = scales.split_scales(idx_BL, self.patch_nums)
-        f_hat = jnp.zeros((b, self.latent_size, self.latent_size, self.z_channels), jnp.float32)
+        f_hat = jnp.zeros((b, self.latent_size, self.latent_size, self.spec.z_channels), jnp.float32)
         blocks = []
         for si in range(len(self.patch_nums) - 1):
             f_hat, next_BpnpnC = self.next_scale_input(
                 si, f_hat, self.embed_scale(pieces[si], self.patch_nums[si])
             )
-            blocks.append(next_BpnpnC.reshape(b, -1, self.z_channels))
+            blocks.append(next_BpnpnC.reshape(b, -1, self.spec.z_channels))
         return jnp.concatenate(blocks, axis=1)
 
     def next_scale_input(self, si: int, f_hat_BhwC: jax.Array, h_BpnpnC: jax.Array):
@@ -197,13 +189,13 @@ class VQVAE(nn.Module):
     def create_params(self) -> jax.Array:
         """Touches every parameter on the smallest input (one latent pixel): the convolutions'
         parameters do not depend on the image size, so creating them never runs at full size."""
-        side = 2 ** (len(self.ch_mult) - 1)
-        image = jnp.zeros((1, side, side, self.in_channels), jnp.float32)
+        side = 2 ** (len(self.spec.ch_mult) - 1)
+        image = jnp.zeros((1, side, side, self.spec.in_channels), jnp.float32)
         latent = self.quant_conv(self.encoder(image))
         self.quantize(latent.astype(jnp.float32))
         return self.decoder(self.post_quant_conv(latent))
 
     def __call__(self, img_BHWC: jax.Array) -> jax.Array:
         """Reconstruction through the quantizer."""
-        self.quantize(jnp.zeros((1, 1, 1, self.z_channels), jnp.float32))
+        self.quantize(jnp.zeros((1, 1, 1, self.spec.z_channels), jnp.float32))
         return self.indices_to_image(self.encode_to_indices(img_BHWC))

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
 
 from srdd_jax import scales
+from srdd_jax.models import ModelSpec
 
 FIELD = "config.distill.patch_nums"
 
@@ -41,14 +41,12 @@ def subset_ids(teacher_patch_nums: Sequence[int], subset: Sequence[int]) -> tupl
     return tuple(teacher.index(p) for p in kept)
 
 
-def student_config(teacher_cfg: ml_collections.ConfigDict, subset: Sequence[int]):
-    """The student's model config: the teacher's with patch_nums = subset and the tokenizer's Phi
+def student_spec(teacher: ModelSpec, subset: Sequence[int]) -> ModelSpec:
+    """The student's model spec: the teacher's with patch_nums = subset and the tokenizer's Phi
     schedule pinned to the pyramid it was trained on."""
-    subset_ids(teacher_cfg.patch_nums, subset)
-    cfg = ml_collections.ConfigDict(teacher_cfg.to_dict())
-    cfg.patch_nums = tuple(int(p) for p in subset)
-    cfg.tokenizer_patch_nums = tuple(teacher_cfg.get("tokenizer_patch_nums") or teacher_cfg.patch_nums)
-    return cfg
+    subset_ids(teacher.patch_nums, subset)
+    return teacher.replace(patch_nums=tuple(int(p) for p in subset),
+                           tokenizer_patch_nums=teacher.tokenizer_patch_nums or teacher.patch_nums)
 
 
 def student_transformer_params(teacher: dict, teacher_patch_nums: Sequence[int],

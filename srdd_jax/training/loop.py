@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
@@ -31,6 +30,7 @@ from clu import metric_writers, periodic_actions
 from srdd_jax import errors, fingerprints, parallel, preemption
 from srdd_jax.progress import Progress
 from srdd_jax.training import diagnosis, run_checkpoints, steps
+from srdd_jax.training.spec import TrainSpec
 
 
 class NonFiniteLossError(errors.KnownError, FloatingPointError):
@@ -82,14 +82,14 @@ def _loss_first(item):
     return item[0] != "loss", item[0]
 
 
-def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, iterator,
+def train(name: str, run: TrainSpec, workdir: str, mesh, iterator,
           boxed_init, tx, step_fn, seed: int, context: RunContext, frozen=(), frozen_shardings=(),
           writer=None, on_checkpoint=None):
-    """Runs `step_fn(state, *frozen, batch, rng) -> (state, metrics)` for run_cfg.steps steps.
+    """Runs `step_fn(state, *frozen, batch, rng) -> (state, metrics)` for run.steps steps.
 
     Args:
       name: the run's sub-directory of workdir ('tokenizer' or 'transformer').
-      run_cfg: steps, log_every, checkpoint_every, keep_checkpoints, profile_steps (0: no
+      run: steps, log_every, checkpoint_every, keep_checkpoints, profile_steps (0: no
         profile; else one trace of that many steps in workdir/logs/name/plugins/profile),
         preemption_save_seconds (how long a stop requested by a signal waits for its checkpoint).
       iterator: a BatchIterator or any iterator with its interface (batch_spec, get/set_state).
@@ -107,8 +107,8 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
     state_shardings = parallel.param_shardings(abstract_boxed, mesh)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             nn.unbox(abstract_boxed), state_shardings)
-    with run_checkpoints.open_manager(os.path.join(workdir, name), run_cfg.keep_checkpoints,
-                                      run_cfg.checkpoint_every) as manager:
+    with run_checkpoints.open_manager(os.path.join(workdir, name), run.keep_checkpoints,
+                                      run.checkpoint_every) as manager:
         restored = run_checkpoints.restore(manager, abstract, context.model_config,
                                            context.restart_hint)
         if restored is None:
@@ -120,8 +120,8 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
             iterator.set_state(restored.data_state)
             logging.info("%s: resumed from step %d (data position %s)", name, start,
                          restored.data_state)
-        if start >= run_cfg.steps:
-            logging.info("%s: already trained for %d steps", name, run_cfg.steps)
+        if start >= run.steps:
+            logging.info("%s: already trained for %d steps", name, run.steps)
             return state.params
         jax.block_until_ready(state)
         init_seconds = time.perf_counter() - started
@@ -132,21 +132,21 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
         compile_seconds = time.perf_counter() - compiling
         writer = writer or metric_writers.create_default_writer(
             os.path.join(workdir, "logs", name), just_logging=jax.process_index() > 0)
-        actions = [periodic_actions.ReportProgress(num_train_steps=run_cfg.steps, writer=writer,
-                                                   every_steps=run_cfg.log_every)]
-        if run_cfg.profile_steps and start + 1 + run_cfg.profile_steps <= run_cfg.steps:
+        actions = [periodic_actions.ReportProgress(num_train_steps=run.steps, writer=writer,
+                                                   every_steps=run.log_every)]
+        if run.profile_steps and start + 1 + run.profile_steps <= run.steps:
             # One trace of profile_steps steps, from the first step after compilation.
             actions.append(periodic_actions.Profile(
-                logdir=os.path.join(workdir, "logs", name), num_profile_steps=run_cfg.profile_steps,
+                logdir=os.path.join(workdir, "logs", name), num_profile_steps=run.profile_steps,
                 profile_duration_ms=None, first_profile=start + 1, every_secs=None))
         last_finite = None  # the last step whose loss was logged finite
-        progress = Progress(name, run_cfg.steps, "steps", start=start, step_prefix=True)
+        progress = Progress(name, run.steps, "steps", start=start, step_prefix=True)
 
         def stop(what: str, done: int, local_batch: dict) -> NonFiniteLossError:
-            return _non_finite_error(name, what, done, manager, abstract, context, run_cfg,
+            return _non_finite_error(name, what, done, manager, abstract, context, run,
                                      local_batch, last_finite, start)
 
-        for step in range(start, run_cfg.steps):
+        for step in range(start, run.steps):
             local_batch = next(iterator)
             state, metrics = compiled(state, *frozen, global_batch(local_batch, mesh), step_rng)
             done = step + 1
@@ -158,8 +158,8 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                              compile_seconds)
             for action in actions:
                 action(done)
-            saving = done % run_cfg.checkpoint_every == 0 or done == run_cfg.steps
-            if done % run_cfg.log_every == 0 or saving:
+            saving = done % run.checkpoint_every == 0 or done == run.steps
+            if done % run.log_every == 0 or saving:
                 values = flat_metrics(jax.device_get(metrics))
                 if not np.isfinite(values["loss"]):
                     raise stop(f"loss is {values['loss']}", done, local_batch)
@@ -179,10 +179,10 @@ def train(name: str, run_cfg: ml_collections.ConfigDict, workdir: str, mesh, ite
                 logging.info("%s: checkpoint of step %d in %s", name, done, manager.directory)
                 if signal_name:
                     raise _preempted(name, signal_name, done, manager, state,
-                                     run_cfg.preemption_save_seconds, context.config_section)
+                                     run.preemption_save_seconds, context.config_section)
                 if on_checkpoint is not None:
                     on_checkpoint(done, state.params)
-        with run_checkpoints.reporting_no_space(manager, run_cfg.steps, state):
+        with run_checkpoints.reporting_no_space(manager, run.steps, state):
             manager.wait_until_finished()
     writer.flush()
     return state.params
@@ -226,7 +226,7 @@ def _compile(name, step_fn, mesh, batch_spec, abstract, state_shardings, frozen,
     return compiled
 
 
-def _non_finite_error(name, what, done, manager, abstract, context, run_cfg, local_batch,
+def _non_finite_error(name, what, done, manager, abstract, context, run, local_batch,
                       last_finite, start) -> NonFiniteLossError:
     """The error for a non-finite loss or state at step `done`: which checkpoint a rerun resumes
     from, whether it verifies (it is read back and checked), and advice from diagnosis."""
@@ -242,7 +242,7 @@ def _non_finite_error(name, what, done, manager, abstract, context, run_cfg, loc
             status = (f"it does NOT verify ({error}); a rerun moves it aside and falls back to "
                       "an older one")
         resume = f"A rerun resumes from checkpoint {latest} in {manager.directory}: {status}."
-    advice = diagnosis.advice(context.config_section, run_cfg.optim,
+    advice = diagnosis.advice(context.config_section, run.optim,
                               context.check_batch(local_batch), last_finite, start)
     return NonFiniteLossError(f"{name}: {what} at step {done}; stopped without saving this "
                               f"state. {resume} {advice}")

@@ -7,8 +7,9 @@ import re
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+
+from srdd_jax.training.spec import OptimSpec
 
 # Parameters VAR excludes from weight decay by name (besides every 1-D parameter and bias).
 NO_DECAY = re.compile(r"pos_start|pos_embed|lvl_embed|scale_mul|ada_gss|bias")
@@ -51,7 +52,7 @@ def wd_schedule(start: float, end: float, total_steps: int):
     return schedule
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int, global_batch: int):
+def make_optimizer(optim: OptimSpec, total_steps: int, global_batch: int):
     """optim: base_lr (per 256 images), warmup_steps, final_lr_ratio, beta1, beta2, eps,
     weight_decay, weight_decay_end (twde; < 0: equal to weight_decay, constant), grad_clip.
     As in torch's AdamW, the decay applied at step t is lr(t) * wd(t) * param.

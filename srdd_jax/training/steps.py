@@ -82,7 +82,7 @@ def tokenizer_loss(tokenizer: VQVAE, params, images_BHWC, vq_weight: float, beta
     recon, vq_loss, idx_BL = tokenizer.apply({"params": params}, images_BHWC, beta,
                                              method=VQVAE.reconstruct_train)
     recon_loss = jnp.mean(jnp.square(recon - images_BHWC))
-    used = jnp.zeros(tokenizer.vocab_size).at[idx_BL.reshape(-1)].set(1.0)
+    used = jnp.zeros(tokenizer.spec.vocab_size).at[idx_BL.reshape(-1)].set(1.0)
     metrics = {"loss": recon_loss + vq_weight * vq_loss, "recon_mse": recon_loss,
                "vq_loss": vq_loss, "codebook_usage": jnp.mean(used)}
     return metrics["loss"], metrics

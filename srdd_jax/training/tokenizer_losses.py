@@ -19,25 +19,25 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from srdd_jax import models
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.training import optimizer, perceptual, steps
+from srdd_jax.training.spec import TrainSpec
 
 FIELD = "config.tokenizer_training"
 
 
-def enabled(run: ml_collections.ConfigDict) -> bool:
+def enabled(run: TrainSpec) -> bool:
     return run.perceptual_weight > 0 or run.adversarial_weight > 0
 
 
-def validate(run: ml_collections.ConfigDict) -> None:
+def validate(run: TrainSpec) -> None:
     """ValueError / FileNotFoundError naming the bad field of config.tokenizer_training."""
     for name in ("perceptual_weight", "adversarial_weight", "adversarial_start"):
-        if run[name] < 0:
-            raise ValueError(f"{FIELD}.{name}={run[name]} must be >= 0 (0 = off)")
+        if getattr(run, name) < 0:
+            raise ValueError(f"{FIELD}.{name}={getattr(run, name)} must be >= 0 (0 = off)")
     if run.disc_channels < 1 or run.disc_layers < 1:
         raise ValueError(f"{FIELD}.disc_channels={run.disc_channels} and disc_layers="
                          f"{run.disc_layers} must be >= 1")
@@ -52,7 +52,7 @@ def validate(run: ml_collections.ConfigDict) -> None:
                     f"is not a file. {perceptual.WEIGHTS_HELP}")
 
 
-def make_optimizer(run: ml_collections.ConfigDict, adversarial: bool):
+def make_optimizer(run: TrainSpec, adversarial: bool):
     """The tokenizer's optimiser on params['tokenizer'], disc_optim on params['discriminator']."""
     transforms = {"tokenizer": optimizer.make_optimizer(run.optim, run.steps, run.batch_size)[0]}
     if adversarial:
@@ -64,23 +64,24 @@ def make_optimizer(run: ml_collections.ConfigDict, adversarial: bool):
     return optax.multi_transform(transforms, labels)
 
 
-def build(model_cfg: ml_collections.ConfigDict, run: ml_collections.ConfigDict):
+def build(spec: models.ModelSpec, run: TrainSpec):
     """(boxed_init, tx, step, frozen) for `loop.train`.
 
     step(state, *frozen, batch, rng) -> (state, metrics), frozen = (lpips params,) when the
     perceptual term is on, else (). Metrics: loss (the tokenizer's total), recon_mse, vq_loss,
     codebook_usage, grad_norm, and perceptual / gen_adv, disc_loss, disc_real, disc_fake when on.
     """
-    tokenizer = models.build_tokenizer(model_cfg)
+    model = models.Model(spec)
+    tokenizer = model.tokenizer
     adversarial, use_lpips = run.adversarial_weight > 0, run.perceptual_weight > 0
     disc = perceptual.PatchDiscriminator(run.disc_channels, run.disc_layers)
     tx = make_optimizer(run, adversarial)
     frozen = (perceptual.load_lpips(run.lpips_weights, run.vgg16_weights),) if use_lpips else ()
-    image = models.init_image(model_cfg)
+    image = model.zero_image()
 
     def boxed_init(rng):
         tok_rng, disc_rng = jax.random.split(rng)
-        params = {"tokenizer": models.create_params(model_cfg, tok_rng, "tokenizer")}
+        params = {"tokenizer": model.create_params(tok_rng, "tokenizer")}
         if adversarial:
             params["discriminator"] = disc.init(disc_rng, image)["params"]
         return params
@@ -90,7 +91,7 @@ def build(model_cfg: ml_collections.ConfigDict, run: ml_collections.ConfigDict):
                                                  method=VQVAE.reconstruct_train)
         recon_mse = jnp.mean(jnp.square(recon - images))
         loss = recon_mse + run.vq_weight * vq_loss
-        used = jnp.zeros(tokenizer.vocab_size).at[idx_BL.reshape(-1)].set(1.0)
+        used = jnp.zeros(tokenizer.spec.vocab_size).at[idx_BL.reshape(-1)].set(1.0)
         metrics = {"recon_mse": recon_mse, "vq_loss": vq_loss, "codebook_usage": jnp.mean(used)}
         if use_lpips:
             metrics["perceptual"] = jnp.mean(perceptual.lpips(lpips_params, images, recon))

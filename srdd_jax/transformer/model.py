@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from srdd_jax import scales
-from srdd_jax.transformer import attention, masks
+from srdd_jax.transformer import attention
+from srdd_jax.transformer.spec import REMATS, TransformerSpec, validate_remat
 
 MAX_SCALE_MUL = 4.605170249938965  # float32 log(100), VAR's clamp of the attention temperature
-_LN_EPS_DEFAULT = 1e-6
 
 
 def normal(std: float):
@@ -70,19 +70,14 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return (x / jnp.maximum(norm, eps)).astype(x.dtype)
 
 
-# Rematerialisation of a block in the backward pass: what its forward keeps for the gradient.
+# Rematerialisation of a block in the backward pass (`TransformerSpec.remat`): what its forward
+# keeps for the gradient.
 REMAT_POLICIES = {
     "none": None,  # keep everything (fastest, most memory)
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmul outputs
     "full": jax.checkpoint_policies.nothing_saveable,  # keep only each block's input
 }
-
-
-def validate_remat(name: str) -> str:
-    if name not in REMAT_POLICIES:
-        raise ValueError(f"model.transformer.remat={name!r}: choose one of "
-                         f"{', '.join(REMAT_POLICIES)}")
-    return name
+assert tuple(REMAT_POLICIES) == REMATS
 
 
 def drop_path(x_BLC: jax.Array, rate, rng) -> jax.Array:
@@ -102,46 +97,42 @@ class SelfAttention(nn.Module):
     is 0.25 / sqrt(D). `implementation` is 'xla' or 'cudnn' (see `transformer.attention`).
     """
 
-    embed_dim: int
-    num_heads: int
+    spec: TransformerSpec
     ranges: Sequence[tuple[tuple[int, int], tuple[int, int]]]  # per scale: (query range, key range)
-    attn_l2_norm: bool
-    init_std: float
-    proj_init_factor: float
     implementation: str = "xla"
-    dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        c = self.embed_dim
+        c, std, dtype = self.spec.embed_dim, self.spec.weight_std, self.spec.compute_dtype
         zeros = nn.with_logical_partitioning(nn.initializers.zeros, ("embed",))
-        self.mat_qkv = dense(3 * c, ("embed", "qkv"), "mat_qkv", self.dtype, normal(self.init_std),
+        self.mat_qkv = dense(3 * c, ("embed", "qkv"), "mat_qkv", dtype, normal(std),
                              use_bias=False)
         self.q_bias = self.param("q_bias", zeros, (c,))
         self.v_bias = self.param("v_bias", zeros, (c,))
-        if self.attn_l2_norm:
+        if self.spec.attn_l2_norm:
             self.scale_mul = self.param(
                 "scale_mul",
                 nn.with_logical_partitioning(nn.initializers.constant(math.log(4.0)), ("heads",)),
-                (self.num_heads,),
+                (self.spec.num_heads,),
             )
-        proj_init = scaled(normal(self.init_std), lambda s: jnp.full(s[-1:], self.proj_init_factor))
-        self.proj = dense(c, ("joined_heads", "embed"), "proj", self.dtype, proj_init)
+        residual_factor = 1.0 / math.sqrt(2 * self.spec.depth)
+        proj_init = scaled(normal(std), lambda s: jnp.full(s[-1:], residual_factor))
+        self.proj = dense(c, ("joined_heads", "embed"), "proj", dtype, proj_init)
 
     @property
     def softmax_scale(self) -> float:
-        return 1.0 if self.attn_l2_norm else 0.25 / math.sqrt(self.embed_dim // self.num_heads)
+        return 1.0 if self.spec.attn_l2_norm else 0.25 / math.sqrt(self.spec.embed_dim // self.spec.num_heads)
 
     def project(self, x_BLC: jax.Array):
         """(B, L, C) -> q, k, v each heads-major (B, H, L, D), the layout `attention` reads; q/k
         normalised and q scaled when l2-norm is on."""
         b, length, c = x_BLC.shape
-        h = self.num_heads
+        h = self.spec.num_heads
         qkv = self.mat_qkv(x_BLC)
         qkv = qkv + jnp.concatenate([self.q_bias, jnp.zeros_like(self.q_bias), self.v_bias]
                                     ).astype(qkv.dtype)
         qkv = qkv.reshape(b, length, 3, h, c // h)
         q, k, v = (jnp.transpose(qkv[:, :, i], (0, 2, 1, 3)) for i in range(3))
-        if self.attn_l2_norm:
+        if self.spec.attn_l2_norm:
             temperature_H = jnp.exp(jnp.minimum(self.scale_mul, MAX_SCALE_MUL))
             q = l2_normalize(q) * temperature_H[:, None, None].astype(q.dtype)
             k = l2_normalize(k)
@@ -149,7 +140,7 @@ class SelfAttention(nn.Module):
 
     def output(self, out_BLHD: jax.Array) -> jax.Array:
         b, length = out_BLHD.shape[:2]
-        return self.proj(out_BLHD.reshape(b, length, self.embed_dim))
+        return self.proj(out_BLHD.reshape(b, length, self.spec.embed_dim))
 
     def __call__(self, x_BLC: jax.Array) -> jax.Array:
         """Teacher-forced attention over the whole sequence, (B, L, C) -> (B, L, C)."""
@@ -173,7 +164,7 @@ class SelfAttention(nn.Module):
           (out_BlC, k_BHlD, v_BHlD): the output and this scale's keys/values.
         """
         q, k, v = self.project(x_BlC)
-        if not context:  # markov: this scale's own keys only
+        if not context:  # this scale's own keys only
             lengths_B = jnp.sum(own_valid_Bl, axis=1, dtype=jnp.int32)
             out = attention.attend(q, k, v, self.softmax_scale, self.implementation, lengths_B)
         else:
@@ -219,48 +210,38 @@ class AdaLNSelfAttn(nn.Module):
     its parameters carry a leading `layers` axis.
     """
 
-    embed_dim: int
-    num_heads: int
-    mlp_hidden: int
+    spec: TransformerSpec
     ranges: Sequence
-    attn_l2_norm: bool
-    shared_aln: bool
-    norm_eps: float
-    init_std: float
-    init_adaln: float
-    init_adaln_gamma: float
-    depth: int
-    attention: str = "xla"
-    dtype: jnp.dtype = jnp.float32
+    attention: str = "xla"  # the resolved kernel (`attention.resolve`)
 
     def setup(self):
-        c = self.embed_dim
-        if self.shared_aln:
+        spec = self.spec
+        c = spec.embed_dim
+        if self.spec.shared_aln:
             def ada_gss_init(key, shape, dtype=jnp.float32):
-                factor = jnp.array([self.init_adaln_gamma] * 2 + [self.init_adaln] * 4, dtype)
+                factor = jnp.array([self.spec.init_adaln_gamma] * 2 + [self.spec.init_adaln] * 4, dtype)
                 return jax.random.normal(key, shape, dtype) / math.sqrt(c) * factor[:, None]
 
             self.ada_gss = self.param(
                 "ada_gss", nn.with_logical_partitioning(ada_gss_init, ("adaln", "embed")), (6, c)
             )
         else:
-            init = ada_lin_init(self.init_std, c, 2, self.init_adaln_gamma, self.init_adaln)
+            init = ada_lin_init(spec.weight_std, c, 2, spec.init_adaln_gamma, spec.init_adaln)
             self.ada_lin = dense(6 * c, ("embed", "adaln"), "ada_lin", jnp.float32, init)
-        residual_factor = 1.0 / math.sqrt(2 * self.depth)
-        self.attn = SelfAttention(c, self.num_heads, self.ranges, self.attn_l2_norm, self.init_std,
-                                  residual_factor, self.attention, self.dtype)
-        self.ffn = FFN(self.mlp_hidden, self.init_std, residual_factor, self.dtype)
+        self.attn = SelfAttention(spec, self.ranges, self.attention)
+        self.ffn = FFN(round(c * spec.mlp_ratio), spec.weight_std, 1.0 / math.sqrt(2 * spec.depth),
+                       spec.compute_dtype)
 
     def modulations(self, cond) -> list[jax.Array]:
         """cond (B, C), or (B, 6, C) when shared -> six (B, 1, C) vectors."""
-        if self.shared_aln:
+        if self.spec.shared_aln:
             mods_B6C = self.ada_gss[None] + cond
         else:
-            mods_B6C = self.ada_lin(nn.silu(cond)).reshape(-1, 6, self.embed_dim)
+            mods_B6C = self.ada_lin(nn.silu(cond)).reshape(-1, 6, self.spec.embed_dim)
         return [mods_B6C[:, None, i] for i in range(6)]
 
     def _modulate(self, x, scale, shift):
-        return (layer_norm(x, self.norm_eps) * (1 + scale) + shift).astype(self.dtype)
+        return (layer_norm(x, self.spec.norm_eps) * (1 + scale) + shift).astype(self.spec.compute_dtype)
 
     def _branch(self, out, gamma, drop_rate):
         out = out.astype(jnp.float32) * gamma
@@ -299,42 +280,22 @@ def scan_blocks(body, depth: int, remat: str = "none"):
 class VAR(nn.Module):
     """The scale-wise transformer: labels + teacher-forcing tokens -> logits (B, L, V) float32."""
 
+    spec: TransformerSpec = TransformerSpec()
     patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-    vocab_size: int = 4096
-    z_channels: int = 32
-    depth: int = 16
-    embed_dim: int = 1024
-    num_heads: int = 16
-    mlp_ratio: float = 4.0
-    num_classes: int = 1000
-    attn_l2_norm: bool = True
-    shared_aln: bool = False
-    norm_eps: float = _LN_EPS_DEFAULT
-    drop_path_rate: float = 0.0
-    cond_drop_rate: float = 0.1
-    mask: str = "markov"
-    init_adaln: float = 0.5
-    init_adaln_gamma: float = 1e-5
-    init_head: float = 0.02
-    init_std: float = -1.0
-    remat: str = "none"
-    attention: str = "auto"
-    dtype: jnp.dtype = jnp.float32
+    vocab_size: int = 4096  # the tokenizer's
+    z_channels: int = 32  # the tokenizer's
 
     @property
     def first_l(self) -> int:
         return self.patch_nums[0] ** 2
 
-    @property
-    def std(self) -> float:
-        return self.init_std if self.init_std > 0 else math.sqrt(1.0 / self.embed_dim / 3)
-
     def setup(self):
-        c, std = self.embed_dim, self.std
+        spec = self.spec
+        c, std = spec.embed_dim, spec.weight_std
         length = scales.sequence_length(self.patch_nums)
         self.word_embed = dense(c, ("latent", "embed"), "word_embed", jnp.float32, normal(std))
         self.class_emb = nn.Embed(
-            self.num_classes + 1, c,
+            self.spec.num_classes + 1, c,
             embedding_init=nn.with_logical_partitioning(normal(std), ("classes", "embed")),
         )
         self.lvl_embed = nn.Embed(
@@ -349,34 +310,29 @@ class VAR(nn.Module):
             "pos_embed", nn.with_logical_partitioning(normal(std), ("tokens", "embed")),
             (length, c),
         )
-        if self.shared_aln:
+        if self.spec.shared_aln:
             self.shared_ada_lin = dense(6 * c, ("embed", "adaln"), "shared_ada_lin", jnp.float32,
                                         normal(std))
         ranges = tuple(zip(scales.scale_bounds(self.patch_nums),
-                           masks.key_ranges(self.patch_nums, masks.validate_mask(self.mask))))
+                           spec.attention_mask.key_ranges(self.patch_nums)))
         self.blocks = AdaLNSelfAttn(
-            embed_dim=c, num_heads=self.num_heads, mlp_hidden=round(c * self.mlp_ratio),
-            ranges=ranges, attn_l2_norm=self.attn_l2_norm, shared_aln=self.shared_aln,
-            norm_eps=self.norm_eps, init_std=std, init_adaln=self.init_adaln,
-            init_adaln_gamma=self.init_adaln_gamma, depth=self.depth,
-            attention=attention.resolve(self.attention, self.dtype, c // self.num_heads),
-            dtype=self.dtype, name="blocks",
-        )
+            spec, ranges, attention.resolve(spec.attention, spec.compute_dtype, spec.head_dim),
+            name="blocks")
         self.head_ada_lin = dense(
             2 * c, ("embed", "adaln"), "head_ada_lin", jnp.float32,
-            ada_lin_init(std, c, 0, 0.0, self.init_adaln),
+            ada_lin_init(std, c, 0, 0.0, self.spec.init_adaln),
         )
         self.head = dense(
             self.vocab_size, ("embed", "vocab"), "head", jnp.float32,
-            scaled(normal(std), lambda s: jnp.full(s[-1:], self.init_head)),
+            scaled(normal(std), lambda s: jnp.full(s[-1:], self.spec.init_head)),
         )
 
     def condition(self, labels_B: jax.Array, train: bool = False) -> jax.Array:
         """Class embedding (B, C); in training, labels are replaced by the null class
         (index num_classes) with probability cond_drop_rate."""
-        if train and self.cond_drop_rate > 0:
-            drop = jax.random.uniform(self.make_rng("dropout"), labels_B.shape) < self.cond_drop_rate
-            labels_B = jnp.where(drop, self.num_classes, labels_B)
+        if train and self.spec.cond_drop_rate > 0:
+            drop = jax.random.uniform(self.make_rng("dropout"), labels_B.shape) < self.spec.cond_drop_rate
+            labels_B = jnp.where(drop, self.spec.num_classes, labels_B)
         return self.class_emb(labels_B)
 
     def embed_tokens(self, cond_BC: jax.Array, x_BLCv: jax.Array) -> jax.Array:
@@ -390,14 +346,14 @@ class VAR(nn.Module):
 
     def block_condition(self, cond_BC: jax.Array) -> jax.Array:
         """What each block receives: raw cond (B, C), or the shared (B, 6, C) modulation."""
-        if self.shared_aln:
-            return self.shared_ada_lin(nn.silu(cond_BC)).reshape(-1, 6, self.embed_dim)
+        if self.spec.shared_aln:
+            return self.shared_ada_lin(nn.silu(cond_BC)).reshape(-1, 6, self.spec.embed_dim)
         return cond_BC
 
     def logits(self, h_BLC: jax.Array, cond_BC: jax.Array) -> jax.Array:
         """AdaLN before the head, then the head: (B, L, C) -> (B, L, V) float32."""
         scale, shift = jnp.split(self.head_ada_lin(nn.silu(cond_BC))[:, None], 2, axis=-1)
-        h = layer_norm(h_BLC, self.norm_eps) * (1 + scale) + shift
+        h = layer_norm(h_BLC, self.spec.norm_eps) * (1 + scale) + shift
         return self.head(h).astype(jnp.float32)
 
     def embed_scale(self, cond_BC: jax.Array, x_BlCv: jax.Array, level, positions_l: jax.Array,
@@ -437,7 +393,7 @@ class VAR(nn.Module):
             x, k, v = block.step(x, block_cond, context, own_valid_Bl)
             return x, (k, v)
 
-        x_BlC, (keys, values) = scan_blocks(layer, self.depth)(self.blocks, x_BlC, kv_per_layer)
+        x_BlC, (keys, values) = scan_blocks(layer, self.spec.depth)(self.blocks, x_BlC, kv_per_layer)
         return self.logits(x_BlC, cond_BC), keys, values
 
     def create_params(self, labels_B: jax.Array) -> jax.Array:
@@ -470,12 +426,12 @@ class VAR(nn.Module):
         cond_BC = self.condition(labels_B, train)
         h_BLC = self.embed_tokens(cond_BC, x_BLCv)
         block_cond = self.block_condition(cond_BC)
-        drop_path_on = train and self.drop_path_rate > 0
-        rates_N = jnp.linspace(0.0, self.drop_path_rate, self.depth, dtype=jnp.float32)
+        drop_path_on = train and self.spec.drop_path_rate > 0
+        rates_N = jnp.linspace(0.0, self.spec.drop_path_rate, self.spec.depth, dtype=jnp.float32)
 
         def layer(block, h, rate):
             return block(h, block_cond, rate if drop_path_on else None), None
 
-        h_BLC, _ = scan_blocks(layer, self.depth, self.remat if train else "none")(
+        h_BLC, _ = scan_blocks(layer, self.spec.depth, self.spec.remat if train else "none")(
             self.blocks, h_BLC, rates_N)
         return self.logits(h_BLC, cond_BC)

@@ -1,4 +1,5 @@
-"""Sample outputs: uint8 images, PNG grids and `.npz` files for evaluation.
+"""Image outputs: uint8 images, labelled PNG grids and `.npz` sample files (for sampling,
+training and evaluation alike).
 
 Paths are written through etils.epath, so local paths and gs:// both work.
 """
