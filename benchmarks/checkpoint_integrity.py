@@ -44,11 +44,13 @@ def main() -> None:
     import orbax.checkpoint as ocp
 
     from srdd_jax import checkpoints, fingerprints, models, saved_models
+    from srdd_jax.transformer.spec import TransformerSpec
 
-    cfg = models.model_config(transformer=models.transformer_config(args.depth))
+    spec = models.ModelSpec(transformer=TransformerSpec.for_depth(args.depth))
+    model = models.Model(spec)
     params = jax.block_until_ready({
-        "tokenizer": nn.unbox(models.init_params(cfg, jax.random.key(0), "tokenizer")),
-        "transformer": nn.unbox(models.init_params(cfg, jax.random.key(1), "transformer"))})
+        "tokenizer": nn.unbox(model.init_params(jax.random.key(0), "tokenizer")),
+        "transformer": nn.unbox(model.init_params(jax.random.key(1), "transformer"))})
     leaves = jax.tree.leaves(params)
     scratch = args.dir or tempfile.mkdtemp(prefix="checkpoint_integrity_")
     plain_dir, model_dir = f"{scratch}/plain", f"{scratch}/model"
@@ -71,7 +73,7 @@ def main() -> None:
     plain_save_s, save_s, plain_restore_s, load_s = [], [], [], []
     for _ in range(args.repeats):
         plain_save_s += timed(plain_save, 1)
-        save_s += timed(lambda: saved_models.save_model(model_dir, params, cfg, overwrite=True), 1)
+        save_s += timed(lambda: saved_models.save_model(model_dir, params, spec, overwrite=True), 1)
         plain_restore_s += timed(plain_restore, 1)
         load_s += timed(lambda: jax.block_until_ready(saved_models.load_model(model_dir)[0]), 1)
     shutil.rmtree(scratch, ignore_errors=True)

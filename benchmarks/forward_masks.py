@@ -40,15 +40,17 @@ def measure(mask: str, depth: int, batch: int, repeats: int) -> dict:
     import numpy as np
 
     from srdd_jax import compilation_cache, models, scales
+    from srdd_jax.transformer.spec import TransformerSpec
 
     compilation_cache.enable("off")  # cold compiles only
-    cfg = models.model_config(transformer=models.transformer_config(depth=depth, mask=mask))
-    module = models.build_transformer(cfg)
-    params = jax.block_until_ready(models.init_params(cfg, jax.random.key(0), "transformer"))
+    spec = models.ModelSpec(transformer=TransformerSpec.for_depth(depth=depth, mask=mask))
+    model = models.Model(spec)
+    module = model.transformer
+    params = jax.block_until_ready(model.init_params(jax.random.key(0), "transformer"))
     rng = np.random.default_rng(0)
-    length = scales.sequence_length(cfg.patch_nums) - 1
-    labels = rng.integers(0, cfg.transformer.num_classes, batch).astype(np.int32)
-    tokens = rng.normal(size=(batch, length, cfg.tokenizer.z_channels)).astype(np.float32)
+    length = scales.sequence_length(spec.patch_nums) - 1
+    labels = rng.integers(0, spec.transformer.num_classes, batch).astype(np.int32)
+    tokens = rng.normal(size=(batch, length, spec.tokenizer.z_channels)).astype(np.float32)
 
     start = time.perf_counter()
     compiled = jax.jit(module.apply).lower({"params": params}, labels, tokens).compile()

@@ -48,20 +48,19 @@ SETTINGS = dict(cfg=1.5, top_k=900, top_p=0.96)
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _model_config(args, patch_nums, mask="markov", remat=None, attention="auto"):
-    from scaling import model_config
+def _model_spec(args, patch_nums, mask="markov", remat=None, attention="auto"):
+    from scaling import model_spec
 
-    from srdd_jax import models
+    from srdd_jax.tokenizer.spec import TokenizerSpec
 
     if args.quick:
-        cfg = model_config(2, 64, dtype="bfloat16", remat=remat, patch_nums=QUICK_PN, mask=mask)
-        cfg.tokenizer = models.tokenizer_config(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1,
-                                                z_channels=8, vocab_size=64)
+        spec = model_spec(2, 64, dtype="bfloat16", remat=remat, patch_nums=QUICK_PN, mask=mask)
+        spec = spec.replace(tokenizer=TokenizerSpec(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1,
+                                                    z_channels=8, vocab_size=64))
     else:
-        cfg = model_config(args.depth, dtype="bfloat16", remat=remat, patch_nums=patch_nums,
-                           mask=mask)
-    cfg.transformer.attention = attention
-    return cfg
+        spec = model_spec(args.depth, dtype="bfloat16", remat=remat, patch_nums=patch_nums,
+                          mask=mask)
+    return spec.with_transformer(attention=attention)
 
 
 def _device_peak_bytes():
@@ -88,18 +87,18 @@ def bf16_matmul_rate(quick: bool) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def forward_flops_per_sequence(cfg, mask: str) -> float:
+def forward_flops_per_sequence(spec, mask: str) -> float:
     """Matmul FLOPs of one teacher-forced sequence: blocks, head and attention (no tokenizer)."""
     from srdd_jax import scales
     from srdd_jax.transformer import masks
 
-    tr = cfg.transformer
-    c, v = tr.embed_dim, cfg.tokenizer.vocab_size
+    tr = spec.transformer
+    c, v = tr.embed_dim, spec.tokenizer.vocab_size
     hidden = round(c * tr.mlp_ratio)
-    bounds = scales.scale_bounds(cfg.patch_nums)
-    keys = masks.key_ranges(cfg.patch_nums, mask)
+    bounds = scales.scale_bounds(spec.patch_nums)
+    keys = masks.get(mask).key_ranges(spec.patch_nums)
     attention_pairs = sum((q1 - q0) * (k1 - k0) for (q0, q1), (k0, k1) in zip(bounds, keys))
-    length = scales.sequence_length(cfg.patch_nums)
+    length = scales.sequence_length(spec.patch_nums)
     per_token = tr.depth * 2 * (3 * c * c + c * c + 2 * c * hidden) + 2 * c * v
     return length * per_token + tr.depth * 4 * attention_pairs * c
 
@@ -113,26 +112,27 @@ def measure_check(args) -> dict:
     import numpy as np
 
     from srdd_jax import models, scales
-    from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+    from srdd_jax.sampling.sampler import Sampler
+    from srdd_jax.sampling.settings import SamplerSettings
     from srdd_jax.transformer import attention
 
     result = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
-    cfg = _model_config(args, QUICK_PN if args.quick else PN_256, attention="xla")
+    spec = _model_spec(args, QUICK_PN if args.quick else PN_256, attention="xla")
     if not args.quick:
-        cfg.transformer.update(depth=4, embed_dim=256, num_heads=4)
+        spec = spec.with_transformer(depth=4, embed_dim=256, num_heads=4)
     result["fused_available"] = attention.fused_supported(jnp.bfloat16, 64)
     if not result["fused_available"]:
         return dict(result, skipped="no cuDNN fused attention on this platform")
-    params = {w: nn.unbox(models.init_params(cfg, jax.random.key(i), w))
+    params = {w: nn.unbox(models.Model(spec).init_params(jax.random.key(i), w))
               for i, w in enumerate(("tokenizer", "transformer"))}
     batch = 4
-    length = scales.sequence_length(cfg.patch_nums) - 1
+    length = scales.sequence_length(spec.patch_nums) - 1
     labels = jnp.arange(batch) % 10
-    x = jax.random.normal(jax.random.key(3), (batch, length, cfg.tokenizer.z_channels))
+    x = jax.random.normal(jax.random.key(3), (batch, length, spec.tokenizer.z_channels))
     for mask in ("var", "markov"):
         outs = {}
         for impl in ("xla", "cudnn"):
-            model = models.build_transformer(cfg, mask=mask, attention=impl)
+            model = models.Model(spec.with_transformer(mask=mask, attention=impl)).transformer
 
             def loss(p, model=model):
                 return jnp.mean(jnp.square(model.apply({"params": p}, labels, x)))
@@ -147,8 +147,8 @@ def measure_check(args) -> dict:
             result[f"{mask}_{what}_rel_err"] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     tokens = {}
     for impl in ("xla", "cudnn"):
-        cfg.transformer.attention = impl
-        sampler = Sampler(cfg, SamplerSettings(greedy=True, cfg=1.5), mask="markov")
+        sampler = Sampler(spec.with_transformer(attention=impl),
+                          SamplerSettings(greedy=True, cfg=1.5), mask="markov")
         tokens[impl] = np.asarray(sampler.sample(params, labels, jax.random.key(0))["idx_BL"])
     result["markov_greedy_token_match"] = float(np.mean(tokens["xla"] == tokens["cudnn"]))
     return result
@@ -164,26 +164,27 @@ def measure_sample(args, patch_nums, mask: str, cache_dir: str) -> dict:
     jax.devices()
     backend_s = time.perf_counter() - started
     from srdd_jax import compilation_cache, models
-    from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+    from srdd_jax.sampling.sampler import Sampler
+    from srdd_jax.sampling.settings import SamplerSettings
 
     cache = compilation_cache.enable(cache_dir)
     ready = time.perf_counter()
-    cfg = _model_config(args, patch_nums, mask=mask, attention=args.attention)
-    params = {w: nn.unbox(models.init_params(cfg, jax.random.key(i), w))
+    spec = _model_spec(args, patch_nums, mask=mask, attention=args.attention)
+    params = {w: nn.unbox(models.Model(spec).init_params(jax.random.key(i), w))
               for i, w in enumerate(("tokenizer", "transformer"))}
     jax.block_until_ready(params)
     init_s = time.perf_counter() - ready
     batch = args.batch if patch_nums == PN_256 else args.batch_512
     batch = 4 if args.quick else batch
-    sampler = Sampler(cfg, SamplerSettings(**SETTINGS), mask=mask)
+    sampler = Sampler(spec, SamplerSettings(**SETTINGS), mask=mask)
     start = time.perf_counter()
     sampler.compile(params, batch)  # the sampler and the decoder
     compile_s = time.perf_counter() - start
-    labels = np.arange(batch, dtype=np.int32) % cfg.transformer.num_classes
+    labels = np.arange(batch, dtype=np.int32) % spec.transformer.num_classes
 
     def generate(seed):
         out = sampler.sample(params, labels, jax.random.key(seed))
-        return jax.block_until_ready(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))
+        return jax.block_until_ready(sampler.decoder.decode(params["tokenizer"], out["f_hat_BhwC"]))
 
     start = time.perf_counter()
     images = generate(0)
@@ -196,7 +197,7 @@ def measure_sample(args, patch_nums, mask: str, cache_dir: str) -> dict:
         times.append(time.perf_counter() - start)
     step = statistics.median(times)
     return {
-        "mask": mask, "image_size": sampler.tokenizer.image_size, "batch": batch, "cache": cache,
+        "mask": mask, "image_size": sampler.model.image_size, "batch": batch, "cache": cache,
         "import_and_backend_s": backend_s, "init_s": init_s, "compile_s": compile_s,
         "sampler_compile_s": sampler.compile_seconds, "first_batch_s": first_run_s,
         "time_to_first_sample_s": total_s,
@@ -204,7 +205,7 @@ def measure_sample(args, patch_nums, mask: str, cache_dir: str) -> dict:
         "batch_s": step, "batch_s_all": times, "images_per_s": batch / step,
         "peak_device_bytes": _device_peak_bytes(),
         "images_finite": bool(np.isfinite(np.asarray(images)).all()),
-        "attention": models.build_transformer(cfg).attention,
+        "attention": spec.transformer.attention,
     }
 
 
@@ -220,17 +221,18 @@ def measure_train(args, remat: str, cached_tokens: bool) -> dict:
     compilation_cache.enable("off")
     jax.devices()
     ready = time.perf_counter()
-    cfg = _model_config(args, PN_256, remat=remat, attention=args.attention)
+    spec = _model_spec(args, PN_256, remat=remat, attention=args.attention)
+    model = models.Model(spec)
     batch = 4 if args.quick else args.batch
-    jitted, abstract_state, abstract_batch, tx = train_step_parts(cfg, batch, cached_tokens)
-    tok = nn.unbox(models.init_params(cfg, jax.random.key(0), "tokenizer"))
-    init = train_steps.unboxed_init(lambda r: models.create_params(cfg, r, "transformer"), tx)
+    jitted, abstract_state, abstract_batch, tx = train_step_parts(spec, batch, cached_tokens)
+    tok = nn.unbox(model.init_params(jax.random.key(0), "tokenizer"))
+    init = train_steps.unboxed_init(lambda r: model.create_params(r, "transformer"), tx)
     state = jax.block_until_ready(jax.jit(init)(jax.random.key(1)))
     init_s = time.perf_counter() - ready
     start = time.perf_counter()
     compiled = jitted.lower(abstract_state, tok, abstract_batch, jax.random.key(2)).compile()
     compile_s = time.perf_counter() - start
-    data = jax.device_put(random_batch(cfg, batch, cached_tokens=cached_tokens))
+    data = jax.device_put(random_batch(spec, batch, cached_tokens=cached_tokens))
     start = time.perf_counter()
     state, metrics = compiled(state, tok, data, jax.random.key(3))
     jax.block_until_ready(metrics)
@@ -245,8 +247,8 @@ def measure_train(args, remat: str, cached_tokens: bool) -> dict:
     peak = _device_peak_bytes()
     memory = compiled.memory_analysis()
     rate = bf16_matmul_rate(args.quick)
-    flops = 3 * batch * forward_flops_per_sequence(cfg, cfg.transformer.mask)
-    tokens = batch * scales.sequence_length(cfg.patch_nums)
+    flops = 3 * batch * forward_flops_per_sequence(spec, spec.transformer.mask)
+    tokens = batch * scales.sequence_length(spec.patch_nums)
     return {
         "remat": remat, "input": "tokens" if cached_tokens else "images", "batch": batch,
         "init_s": init_s, "compile_s": compile_s,
@@ -256,7 +258,7 @@ def measure_train(args, remat: str, cached_tokens: bool) -> dict:
         "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
         "model_flops_per_step": flops, "bf16_matmul_flops_per_s": rate,
         "mfu": flops / step_s / rate, "loss": float(metrics["loss"]),
-        "attention": models.build_transformer(cfg).attention,
+        "attention": spec.transformer.attention,
     }
 
 

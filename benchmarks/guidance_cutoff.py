@@ -42,9 +42,7 @@ from absl import logging
 from srdd_jax import experiment, saved_models
 from srdd_jax.data import loading
 from srdd_jax.evaluation import evaluate
-from srdd_jax.modes import train
-from srdd_jax.modes import workdir as workdir_record
-from srdd_jax.sampling.sampler import SamplerSettings
+from srdd_jax.modes import specs
 
 DATASETS = ("demo", "colour")
 
@@ -80,7 +78,7 @@ def _with(config, **fields):
 
 # ------------------------------------------------------------------------------------ datasets
 def demo_setup(args) -> tuple:
-    """(config fitted to the data, {seed: model dir}, real images, classifier workdir)."""
+    """(the config read into specs, {seed: model dir}, real images, classifier workdir)."""
     root = os.path.join(args.workdir, "demo")
     config = _load_config("configs/demo.py", "tiny" if args.quick else "")
     config.evaluate.update(dict(classifier_dir=os.path.join(root, "classifier"),
@@ -91,9 +89,10 @@ def demo_setup(args) -> tuple:
         if not os.path.exists(os.path.join(run_dir, "model")):
             experiment.run(_with(config, seed=seed), run_dir)
         dirs[seed] = os.path.join(run_dir, "model")
-    images, _ = evaluate.first_images(loading.load(config.data, config.model, config.evaluate.split),
-                                      config.evaluate.reference_images)
-    return config, dirs, images, root
+    parsed = specs.parse(config)
+    images, _ = evaluate.first_images(loading.load(parsed.data, parsed.model, parsed.evaluate.split),
+                                      parsed.evaluate.reference_images)
+    return parsed, dirs, images, root
 
 
 def colour_setup(args) -> tuple:
@@ -106,37 +105,37 @@ def colour_setup(args) -> tuple:
     config = reproduction.base_config(repro_args, train_root)
     dirs = {seed: path for (_, seed), path in
             reproduction.train_models(repro_args, config, masks=("markov",)).items()}
-    fitted = workdir_record.with_model(config, train.model_for_training(config))
+    fitted = reproduction.fitted_specs(config)
     images, _ = evaluate.first_images(loading.load(fitted.data, fitted.model), 0)
     return fitted, dirs, images, root
 
 
 # ---------------------------------------------------------------------------------- evaluation
 def evaluate_dataset(args, name: str, log) -> list[dict]:
-    config, dirs, real_images, root = (demo_setup if name == "demo" else colour_setup)(args)
-    classifier = evaluate.load_classifier(config, root)
-    real = evaluate.real_statistics(config, classifier, real_images, config.evaluate.reference_cache)
-    base = dataclasses.replace(SamplerSettings.from_config(config.sample.settings), cfg=args.cfg,
-                               cfg_schedule="linear")
+    parsed, dirs, real_images, root = (demo_setup if name == "demo" else colour_setup)(args)
+    evaluators = {}
+    data_evaluator = reproduction.evaluator(evaluators, parsed.model, parsed, root)
+    classifier = data_evaluator.load_classifier()
+    real = data_evaluator.real_statistics(classifier, real_images, parsed.evaluate.reference_cache)
+    base = dataclasses.replace(parsed.sampling, cfg=args.cfg, cfg_schedule="linear")
     settings = [("unchanged", base)] + [
         (f"cfg_until={c}", dataclasses.replace(base, cfg_until=c))
         for c in reproduction.values(args.cutoffs, int)]
     records = []
     for seed, model_dir in dirs.items():
-        params, model_cfg = saved_models.load_model(model_dir)
-        cfg = _with(config)
-        cfg.model = model_cfg
+        params, model_spec = saved_models.load_model(model_dir)
+        model_evaluator = reproduction.evaluator(evaluators, model_spec, parsed, root)
         for label, setting in settings:
             key = (name, seed, label)
             if key in log["done"]:
                 records.append(log["done"][key])
                 continue
             start = time.time()
-            result = evaluate.sample_metrics(cfg, params, setting, classifier, real,
-                                             args.per_class, seed)
+            result = model_evaluator.sample_metrics(params, setting, classifier, real,
+                                                    args.per_class, seed)
             record = dict(dataset=name, seed=seed, setting=label, seconds=time.time() - start,
-                          metric=f"fid_{evaluate.dataset_tag(cfg)}",
-                          patch_nums=list(model_cfg.patch_nums),
+                          metric=f"fid_{evaluate.dataset_tag(parsed.data)}",
+                          patch_nums=list(model_spec.patch_nums),
                           **{k: v for k, v in result.items() if isinstance(v, (int, float))})
             log["file"].write(json.dumps(record) + "\n")
             log["file"].flush()

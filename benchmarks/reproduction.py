@@ -46,9 +46,8 @@ from absl import logging
 from srdd_jax import experiment, saved_models
 from srdd_jax.data import loading, sources
 from srdd_jax.evaluation import evaluate, likelihood
-from srdd_jax.modes import train
-from srdd_jax.modes import workdir as workdir_record
-from srdd_jax.sampling.sampler import SamplerSettings
+from srdd_jax.modes import model_resolver, specs
+from srdd_jax.sampling.settings import SamplerSettings
 
 MASKS = ("var", "markov")
 OPENCLIPART_ROOT = "/usr/share/openclipart/png"
@@ -118,6 +117,24 @@ def _with(config, **fields):
     return cfg
 
 
+def fitted_specs(config) -> specs.ExperimentSpec:
+    """The config read into specs, with the model the training runs fit to the data (channels,
+    classes and class names read from it)."""
+    parsed = specs.parse(config)
+    return model_resolver.with_model(
+        parsed, model_resolver.for_training(parsed, config.model_from_data))
+
+
+def evaluator(evaluators: dict, spec, experiment_spec: specs.ExperimentSpec,
+              workdir: str) -> evaluate.Evaluator:
+    """The Evaluator of a model spec on the experiment's data, one per spec in `evaluators`: the
+    models of one spec (the other seeds) reuse its samplers and their compiled programs."""
+    if spec not in evaluators:
+        evaluators[spec] = evaluate.Evaluator(spec, experiment_spec.evaluate, experiment_spec.data,
+                                              experiment_spec.seed, workdir)
+    return evaluators[spec]
+
+
 # ---------------------------------------------------------------------------------------- data
 def openclipart_classes(root: str = OPENCLIPART_ROOT) -> list[tuple[str, list[str]]]:
     """(class name, sorted image files) of the nine openclipart folders."""
@@ -167,9 +184,9 @@ def train_models(args, config, masks=MASKS) -> dict:
 
 
 # ---------------------------------------------------------------------------------- evaluation
-def settings_grid(args, config) -> list[tuple[str, dict]]:
+def settings_grid(args, fitted: specs.ExperimentSpec) -> list[tuple[str, dict]]:
     """(sweep, sampler settings) of every evaluation of one model."""
-    base = SamplerSettings.from_config(config.sample.settings)
+    base = fitted.sampling
     grid = [("cfg", dataclasses.replace(base, cfg=scale, cfg_schedule=schedule))
             for schedule in args.schedules.split(",") for scale in values(args.cfg)]
     mr_base = dataclasses.replace(base, cfg=args.mr_cfg, cfg_schedule="linear")
@@ -181,7 +198,7 @@ def settings_grid(args, config) -> list[tuple[str, dict]]:
     return [(sweep, dataclasses.asdict(s)) for sweep, s in grid]
 
 
-def evaluate_models(args, config, dirs: dict, test_root: str) -> list[dict]:
+def evaluate_models(args, fitted: specs.ExperimentSpec, dirs: dict, test_root: str) -> list[dict]:
     """One record per (model, evaluation), appended to evaluations.jsonl as it ends (a rerun
     skips the records already there)."""
     log_path = os.path.join(args.workdir, "evaluations.jsonl")
@@ -194,23 +211,23 @@ def evaluate_models(args, config, dirs: dict, test_root: str) -> list[dict]:
                 if key not in have:  # the first of any repeats (two runs on one workdir)
                     have.add(key)
                     done.append(record)
-    images, labels = evaluate.first_images(loading.load(config.data, config.model), 0)
-    classifier = evaluate.load_classifier(config, args.workdir)
-    real = evaluate.real_statistics(config, classifier, images, config.evaluate.reference_cache)
-    test_config = _with(config)
-    test_config.data.root = test_root
-    test_images, test_labels = evaluate.first_images(loading.load(test_config.data, test_config.model), 0)
-    grid = settings_grid(args, config)
+    images, labels = evaluate.first_images(loading.load(fitted.data, fitted.model), 0)
+    evaluators = {}
+    data_evaluator = evaluator(evaluators, fitted.model, fitted, args.workdir)
+    classifier = data_evaluator.load_classifier()
+    real = data_evaluator.real_statistics(classifier, images, fitted.evaluate.reference_cache)
+    test_data = fitted.data.replace(root=test_root)
+    test_images, test_labels = evaluate.first_images(loading.load(test_data, fitted.model), 0)
+    grid = settings_grid(args, fitted)
     with open(log_path, "a") as log:
         if not any(r["sweep"] == "real" for r in done):  # the floor: held-out real images
             record = dict(mask="data", seed=0, sweep="real", settings=None, **_scalars(
-                evaluate.classifier_metrics(config, classifier, real, test_images, test_labels)))
+                data_evaluator.classifier_metrics(classifier, real, test_images, test_labels)))
             log.write(json.dumps(record) + "\n")
             done.append(record)
         for (mask, seed), model_dir in dirs.items():
-            params, model_cfg = saved_models.load_model(model_dir)
-            cfg = _with(config)
-            cfg.model = model_cfg
+            params, model_spec = saved_models.load_model(model_dir)
+            model_evaluator = evaluator(evaluators, model_spec, fitted, args.workdir)
             todo = [("nll", None)] + grid
             for sweep, settings in todo:
                 key = (mask, seed, sweep, json.dumps(settings, sort_keys=True))
@@ -218,11 +235,11 @@ def evaluate_models(args, config, dirs: dict, test_root: str) -> list[dict]:
                     continue
                 start = time.time()
                 if sweep == "nll":
-                    result = likelihood.Likelihood(model_cfg, cfg.evaluate.batch_size).nll(
+                    result = likelihood.Likelihood(model_spec, fitted.evaluate.batch_size).nll(
                         params, test_images, test_labels)
                 else:
-                    result = _scalars(evaluate.sample_metrics(
-                        cfg, params, SamplerSettings(**_tuples(settings)), classifier, real,
+                    result = _scalars(model_evaluator.sample_metrics(
+                        params, SamplerSettings(**_tuples(settings)), classifier, real,
                         args.per_class, seed))
                 record = dict(mask=mask, seed=seed, sweep=sweep, settings=settings,
                               seconds=time.time() - start, **result)
@@ -436,9 +453,9 @@ def run(args) -> dict:
     start = time.time()
     dirs = train_models(args, config)
     trained_s = time.time() - start
-    fitted = workdir_record.with_model(config, train.model_for_training(config))  # from the data
+    fitted = fitted_specs(config)  # the model from the data
     records = evaluate_models(args, fitted, dirs, test_root)
-    metric = f"fid_{evaluate.dataset_tag(fitted)}"
+    metric = f"fid_{evaluate.dataset_tag(fitted.data)}"
     summary = aggregate(records, metric)
     real = next((r for r in records if r["sweep"] == "real"), None)
     seeds = len(values(args.seeds, int))

@@ -24,16 +24,16 @@ from forward_masks import matmul_peak_flops
 CONFIGS = [("var", False), ("markov", False), ("var", True), ("markov", True)]
 
 
-def useful_flops(model_cfg, sampler, rows: int) -> float:
+def useful_flops(spec, sampler, rows: int) -> float:
     """Model FLOPs over the real tokens of every sampled scale (no padding), for `rows` sequences."""
-    tr, tok = model_cfg.transformer, model_cfg.tokenizer
+    tr, tok = spec.transformer, spec.tokenizer
     c, v, cv = tr.embed_dim, tok.vocab_size, tok.z_channels
     hidden = round(c * tr.mlp_ratio)
-    lay = sampler.layout
+    lay = sampler.plan.layout
     total, previous = 0.0, 0
     for k, pn in enumerate(lay.patch_nums):
         n = pn * pn
-        keys = {"var": lay.begins[k] + n, "markov": n, "markov_prev": previous + n}[sampler.mask]
+        keys = {"var": lay.begins[k] + n, "markov": n, "markov_prev": previous + n}[sampler.plan.mask.name]
         per_block = 2 * n * c * (3 * c + c + 2 * hidden) + 4 * n * keys * c
         total += rows * (tr.depth * per_block + 2 * n * c * v + 2 * n * cv * c)
         previous = n
@@ -46,27 +46,30 @@ def measure(mask: str, mr: bool, depth: int, batch: int) -> dict:
     import numpy as np
 
     from srdd_jax import compilation_cache, models
-    from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+    from srdd_jax.sampling.sampler import Sampler
+    from srdd_jax.sampling.settings import SamplerSettings
+    from srdd_jax.transformer.spec import TransformerSpec
 
     compilation_cache.enable("off")  # cold compiles only
-    cfg = models.model_config(transformer=models.transformer_config(depth=depth, mask=mask))
-    params = {"tokenizer": models.init_params(cfg, jax.random.key(0), "tokenizer"),
-              "transformer": models.init_params(cfg, jax.random.key(1), "transformer")}
+    spec = models.ModelSpec(transformer=TransformerSpec.for_depth(depth=depth, mask=mask))
+    model = models.Model(spec)
+    params = {"tokenizer": model.init_params(jax.random.key(0), "tokenizer"),
+              "transformer": model.init_params(jax.random.key(1), "transformer")}
     params = jax.block_until_ready(nn.unbox(params))
     settings = SamplerSettings(cfg=1.5, top_k=900, top_p=0.96, mr=mr, mr_iterations=5)
-    sampler = Sampler(cfg, settings, mask=mask)
-    labels = np.arange(batch, dtype=np.int32) % cfg.transformer.num_classes
+    sampler = Sampler(spec, settings, mask=mask)
+    labels = np.arange(batch, dtype=np.int32) % spec.transformer.num_classes
     length = sampler.sequence_length
     start = time.perf_counter()
     compiled = sampler.compile(params, batch)
     compile_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
-    args = (params["tokenizer"], params["transformer"], sampler.tables, labels, jax.random.key(0),
+    args = (params["tokenizer"], params["transformer"], sampler.plan, labels, jax.random.key(0),
             np.int32(0), np.zeros((batch, length), np.int32), np.zeros((batch, length), bool))
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     sample_s = time.perf_counter() - start
-    flops = useful_flops(cfg, sampler, 2 * batch)
+    flops = useful_flops(spec, sampler, 2 * batch)
     peak = matmul_peak_flops()
     result = {
         "mask": mask, "mr": mr, "compile_s": compile_s, "sample_s": sample_s,
@@ -77,12 +80,12 @@ def measure(mask: str, mr: bool, depth: int, batch: int) -> dict:
         "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "tokens_resampled": int(np.asarray(out["resampled_K"]).sum()),
-        "buckets": [list(b.scale_ids) for b in sampler.layout.buckets],
+        "buckets": [list(b.scale_ids) for b in sampler.plan.layout.buckets],
     }
     if mask == "markov" and not mr:  # decoding cost, the same for every configuration
-        jax.block_until_ready(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))
+        jax.block_until_ready(sampler.decoder.decode(params["tokenizer"], out["f_hat_BhwC"]))
         start = time.perf_counter()
-        jax.block_until_ready(sampler.decode(params["tokenizer"], out["f_hat_BhwC"]))
+        jax.block_until_ready(sampler.decoder.decode(params["tokenizer"], out["f_hat_BhwC"]))
         result["decode_s"] = time.perf_counter() - start
     return result
 

@@ -47,17 +47,20 @@ def measure_ours(args) -> dict:
 
     from srdd_jax import compilation_cache, models
     from srdd_jax.sampling import guidance, tokens
-    from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+    from srdd_jax.sampling.sampler import Sampler
+    from srdd_jax.sampling.settings import SamplerSettings
     from srdd_jax.transformer import attention
     from srdd_jax.transformer.model import VAR
+    from srdd_jax.transformer.spec import TransformerSpec
 
     compilation_cache.enable("off")
-    cfg = models.model_config(transformer=models.transformer_config(args.depth, mask="markov"))
-    tr = models.build_transformer(cfg)
-    params = nn.unbox(models.init_params(cfg, jax.random.key(1), "transformer"))
-    c, heads = cfg.transformer.embed_dim, cfg.transformer.num_heads
-    rows, vocab = 2 * args.batch, cfg.tokenizer.vocab_size
-    labels = jnp.arange(rows) % cfg.transformer.num_classes
+    spec = models.ModelSpec(transformer=TransformerSpec.for_depth(args.depth, mask="markov"))
+    model = models.Model(spec)
+    tr = model.transformer
+    params = nn.unbox(model.init_params(jax.random.key(1), "transformer"))
+    c, heads = spec.transformer.embed_dim, spec.transformer.num_heads
+    rows, vocab = 2 * args.batch, spec.tokenizer.vocab_size
+    labels = jnp.arange(rows) % spec.transformer.num_classes
     sync = jax.block_until_ready
     out = {}
     for width in WIDTHS:
@@ -80,10 +83,10 @@ def measure_ours(args) -> dict:
     pick = jax.jit(lambda lg, u: tokens.draw(u, tokens.distribution(
         guidance.guide(lg, 1.5), 1.0, 900, 0.96), False))
     out["filter_draw_w256"] = best(lambda: pick(logits, uniforms), args.repeats, sync)
-    tok_params = nn.unbox(models.init_params(cfg, jax.random.key(0), "tokenizer"))
-    sampler = Sampler(cfg, SamplerSettings())
-    f_hat = jax.random.normal(jax.random.key(6), (1, 16, 16, cfg.tokenizer.z_channels))
-    out["decode_image"] = best(lambda: sampler.decode(tok_params, f_hat), args.repeats, sync)
+    tok_params = nn.unbox(model.init_params(jax.random.key(0), "tokenizer"))
+    sampler = Sampler(spec, SamplerSettings())
+    f_hat = jax.random.normal(jax.random.key(6), (1, 16, 16, spec.tokenizer.z_channels))
+    out["decode_image"] = best(lambda: sampler.decoder.decode(tok_params, f_hat), args.repeats, sync)
     return {k: float(np.asarray(v)) for k, v in out.items()}
 
 

@@ -31,53 +31,56 @@ import sys
 import time
 
 
-def model_config(depth: int, width: int | None = None, dtype: str = "float32",
-                 remat: str | None = None, patch_nums=None, mask: str = "markov"):
-    """VAR's released tokenizer and a d`depth` transformer (width 64 * depth unless given)."""
+def model_spec(depth: int, width: int | None = None, dtype: str = "float32",
+               remat: str | None = None, patch_nums=None, mask: str = "markov"):
+    """VAR's released tokenizer and a d`depth` transformer (width 64 * depth unless given), as a
+    `models.ModelSpec`."""
     from srdd_jax import models
+    from srdd_jax.transformer.spec import TransformerSpec
 
     overrides = dict(mask=mask, dtype=dtype)
     if width:
         overrides.update(embed_dim=width, num_heads=max(width // 64, 1))
     if remat:
         overrides["remat"] = remat
-    return models.model_config(patch_nums or models.PATCH_NUMS_256,
-                               transformer=models.transformer_config(depth, **overrides))
+    return models.ModelSpec(patch_nums=tuple(patch_nums or models.PATCH_NUMS_256),
+                            transformer=TransformerSpec.for_depth(depth, **overrides))
 
 
-def train_step_parts(cfg, batch: int, cached_tokens: bool = False):
+def train_step_parts(spec, batch: int, cached_tokens: bool = False):
     """(jitted step, abstract state, abstract batch, optimizer) for the transformer train step:
     from images (the tokenizer encodes them in the step) or from cached tokens."""
     import jax
 
-    from srdd_jax import experiment_config, models
+    from srdd_jax import models
     from srdd_jax.training import optimizer
     from srdd_jax.training import steps as train_steps
+    from srdd_jax.training.spec import OptimSpec
 
-    tx, _ = optimizer.make_optimizer(experiment_config.optim_config(), 1000, batch)
-    step = train_steps.make_transformer_step(models.build_transformer(cfg),
-                                             models.build_tokenizer(cfg), tx)
-    init = train_steps.unboxed_init(lambda r: models.create_params(cfg, r, "transformer"), tx)
+    model = models.Model(spec)
+    tx, _ = optimizer.make_optimizer(OptimSpec(), 1000, batch)
+    step = train_steps.make_transformer_step(model.transformer, model.tokenizer, tx)
+    init = train_steps.unboxed_init(lambda r: model.create_params(r, "transformer"), tx)
     abstract_state = jax.eval_shape(init, jax.random.key(0))
     abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                  random_batch(cfg, batch, cached_tokens=cached_tokens))
+                                  random_batch(spec, batch, cached_tokens=cached_tokens))
     return jax.jit(step, donate_argnums=(0,)), abstract_state, abstract_batch, tx
 
 
-def random_batch(cfg, batch: int, seed: int = 0, cached_tokens: bool = False) -> dict:
+def random_batch(spec, batch: int, seed: int = 0, cached_tokens: bool = False) -> dict:
     """Random images in [-1, 1] (or token sequences) and labels."""
     import numpy as np
 
     from srdd_jax import models, scales
 
     rng = np.random.default_rng(seed)
-    labels = (np.arange(batch) % cfg.transformer.num_classes).astype(np.int32)
+    labels = (np.arange(batch) % spec.transformer.num_classes).astype(np.int32)
     if cached_tokens:
-        length = scales.sequence_length(cfg.patch_nums)
-        return {"tokens": rng.integers(0, cfg.tokenizer.vocab_size, (batch, length), np.int32),
+        length = scales.sequence_length(spec.patch_nums)
+        return {"tokens": rng.integers(0, spec.tokenizer.vocab_size, (batch, length), np.int32),
                 "label": labels}
-    size = models.build_tokenizer(cfg).image_size
-    return {"image": rng.uniform(-1, 1, (batch, size, size, cfg.tokenizer.in_channels)
+    size = models.Model(spec).image_size
+    return {"image": rng.uniform(-1, 1, (batch, size, size, spec.tokenizer.in_channels)
                                  ).astype(np.float32), "label": labels}
 
 
@@ -106,31 +109,33 @@ def measure(depth: int, width: int | None, batch: int, steps: int, remat: str | 
     import jax
 
     from srdd_jax import compilation_cache, models
-    from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+    from srdd_jax.sampling.sampler import Sampler
+    from srdd_jax.sampling.settings import SamplerSettings
 
     compilation_cache.enable("off")  # cold compiles only
-    cfg = model_config(depth, width, remat=remat)
-    result = {"depth": depth, "width": cfg.transformer.embed_dim, "heads": cfg.transformer.num_heads,
-              "remat": cfg.transformer.remat, "batch": batch}
+    spec = model_spec(depth, width, remat=remat)
+    model = models.Model(spec)
+    result = {"depth": depth, "width": spec.transformer.embed_dim,
+              "heads": spec.transformer.num_heads, "remat": spec.transformer.remat, "batch": batch}
 
     # Compilation first, from shapes alone (no parameter in memory yet, at any depth).
     abstract_params = {which: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                           nn.unbox(models.abstract_params(cfg, which)))
+                                           nn.unbox(model.abstract_params(which)))
                        for which in ("tokenizer", "transformer")}
-    jitted, abstract_state, abstract_batch, tx = train_step_parts(cfg, batch)
+    jitted, abstract_state, abstract_batch, tx = train_step_parts(spec, batch)
     with _timed(result, "train_compile"):
         compiled = jitted.lower(abstract_state, abstract_params["tokenizer"], abstract_batch,
                                 jax.random.key(1)).compile()
     result["train_temp_bytes"] = temp_bytes(compiled)
     settings = SamplerSettings(cfg=1.5, top_k=900, top_p=0.96)
     for mask in ("var", "markov"):
-        sampler = Sampler(cfg, settings, mask=mask)
+        sampler = Sampler(spec, settings, mask=mask)
         with _timed(result, "sampler_compile", mask):
             sampler_compiled = sampler.compile(abstract_params, batch)
         result[f"sampler_temp_bytes_{mask}"] = temp_bytes(sampler_compiled)
 
     start = time.perf_counter()
-    params = {which: jax.block_until_ready(nn.unbox(models.init_params(cfg, jax.random.key(i), which)))
+    params = {which: jax.block_until_ready(nn.unbox(model.init_params(jax.random.key(i), which)))
               for i, which in enumerate(("tokenizer", "transformer"))}
     result["init_s"] = time.perf_counter() - start
     result["transformer_params"] = sum(x.size for x in jax.tree.leaves(params["transformer"]))
@@ -146,7 +151,7 @@ def measure(depth: int, width: int | None, batch: int, steps: int, remat: str | 
     else:
         tr_params = params.pop("transformer")
         state = jax.jit(lambda p: _fresh_state(p, tx), donate_argnums=(0,))(tr_params)
-        data = random_batch(cfg, batch)
+        data = random_batch(spec, batch)
         times = []
         for i in range(steps + 1):
             start = time.perf_counter()

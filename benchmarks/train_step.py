@@ -37,24 +37,24 @@ def measure_step(mask: str, steps: int, batch: int) -> dict:
     from srdd_jax import compilation_cache, models, parallel, scales
     from srdd_jax.data import sources
     from srdd_jax.data.pipeline import BatchIterator
+    from srdd_jax.modes import specs
     from srdd_jax.training import loop, optimizer
     from srdd_jax.training import steps as train_steps
 
     compilation_cache.enable("off")  # cold compiles only
     cfg = demo_config()
-    cfg.model.transformer.mask = mask
-    model = cfg.model
-    size = models.build_tokenizer(model).image_size
+    spec = specs.model_spec(cfg.model).with_transformer(mask=mask)
+    model = models.Model(spec)
+    size = model.image_size
     rng = np.random.default_rng(0)
     source = sources.Source(rng.integers(0, 256, (batch * 4, size, size, 1)).astype(np.uint8),
                             (np.arange(batch * 4) % 10).astype(np.int32), tuple("0123456789"))
     mesh = parallel.make_mesh(-1, 1)
-    tx, _ = optimizer.make_optimizer(cfg.training.optim, 1000, batch)
-    init = train_steps.unboxed_init(lambda r: models.init_params(model, r, "transformer"), tx)
+    tx, _ = optimizer.make_optimizer(specs.train_spec(cfg, "training").optim, 1000, batch)
+    init = train_steps.unboxed_init(lambda r: model.init_params(r, "transformer"), tx)
     state = jax.jit(init)(jax.random.key(0))
-    tok_params = nn.unbox(models.init_params(model, jax.random.key(1), "tokenizer"))
-    step = train_steps.make_transformer_step(models.build_transformer(model),
-                                             models.build_tokenizer(model), tx)
+    tok_params = nn.unbox(model.init_params(jax.random.key(1), "tokenizer"))
+    step = train_steps.make_transformer_step(model.transformer, model.tokenizer, tx)
     iterator = BatchIterator(source, batch, 0)
     batch_arrays = loop.global_batch(next(iterator), mesh)
     start = time.perf_counter()
@@ -73,7 +73,7 @@ def measure_step(mask: str, steps: int, batch: int) -> dict:
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - start) / steps
     peak = matmul_peak_flops()
-    tokens = batch * scales.sequence_length(model.patch_nums)
+    tokens = batch * scales.sequence_length(spec.patch_nums)
     return {"mask": mask, "compile_s": compile_s, "step_s": seconds, "steps_per_s": 1 / seconds,
             "tokens_per_s": tokens / seconds, "images_per_s": batch / seconds,
             "xla_flops_per_step": flops, "mfu_vs_matmul_peak": flops / seconds / peak,

@@ -182,31 +182,35 @@ def measure_ours(args, name: str, batch: int) -> dict:
     from forward_masks import matmul_peak_flops
 
     from srdd_jax import compilation_cache, cpu_kernels, models
-    from srdd_jax.sampling.sampler import Sampler, SamplerSettings, for_sampling
+    from srdd_jax.sampling.sampler import Sampler, for_sampling
+    from srdd_jax.sampling.settings import SamplerSettings
+    from srdd_jax.tokenizer.spec import TokenizerSpec
+    from srdd_jax.transformer.spec import TransformerSpec
 
     cache = compilation_cache.enable(args.cache or "off")
     warm = bool(cache and os.path.isdir(cache) and os.listdir(cache))
     mask, overrides, _ = OURS[name]
     sizes = _sizes(args)
     dtype = "bfloat16" if args.device == "gpu" else "float32"
-    tokenizer = models.tokenizer_config(vocab_size=sizes["vocab"], z_channels=sizes["z_channels"],
-                                        ch=sizes["ch"])
-    transformer = models.transformer_config(sizes["depth"], embed_dim=sizes["width"],
+    tokenizer = TokenizerSpec(vocab_size=sizes["vocab"], z_channels=sizes["z_channels"],
+                              ch=sizes["ch"])
+    transformer = TransformerSpec.for_depth(sizes["depth"], embed_dim=sizes["width"],
                                             num_heads=sizes["width"] // 64 or 1, mask=mask,
                                             dtype=dtype)
-    cfg = models.model_config(sizes["patch_nums"], tokenizer, transformer)
+    spec = models.ModelSpec(tuple(sizes["patch_nums"]), tokenizer=tokenizer, transformer=transformer)
+    model = models.Model(spec)
     settings = SamplerSettings(**dict(SETTINGS, top_k=sizes["top_k"], **overrides))
-    sampler = Sampler(cfg, settings, mask=mask)
+    sampler = Sampler(spec, settings, mask=mask)
     # Compiled from shapes before the weights exist, so the compiler's memory is handed back
     # before the weights take theirs (as `--config.mode=sample` does).
-    abstract = {w: nn.unbox(models.abstract_params(cfg, w)) for w in ("tokenizer", "transformer")}
+    abstract = {w: nn.unbox(model.abstract_params(w)) for w in ("tokenizer", "transformer")}
     sampler.compile(for_sampling(abstract), batch)
     compiled = time.perf_counter()
     params = {"tokenizer": {}, "transformer": {}}
     for i, which in enumerate(("tokenizer", "transformer")):  # the encoder goes before the next
-        params[which] = nn.unbox(models.init_params(cfg, jax.random.key(i), which))
+        params[which] = nn.unbox(model.init_params(jax.random.key(i), which))
         params = for_sampling(params)
-    labels = np.arange(batch, dtype=np.int32) % cfg.transformer.num_classes
+    labels = np.arange(batch, dtype=np.int32) % spec.transformer.num_classes
     seeds = iter(range(10**6))
     holder = {}
     weights_rss = _rss()
@@ -218,7 +222,8 @@ def measure_ours(args, name: str, batch: int) -> dict:
         return holder["out"]
 
     def decode():
-        return jax.block_until_ready(sampler.decode(params["tokenizer"], holder["out"]["f_hat_BhwC"]))
+        return jax.block_until_ready(sampler.decoder.decode(params["tokenizer"],
+                                                            holder["out"]["f_hat_BhwC"]))
 
     ready = time.perf_counter()
     first_tokens, token_times, _ = _timed(tokens, 0)
@@ -228,10 +233,11 @@ def measure_ours(args, name: str, batch: int) -> dict:
     for _ in range(args.runs):  # alternate, so both see the same machine
         token_times.append(_timed(tokens, 0)[0])
         decode_times.append(_timed(decode, 0)[0])
-    tok = models.build_tokenizer(cfg)
-    flops_tokens = transformer_flops(cfg.patch_nums, sizes["depth"], sizes["width"], sizes["vocab"],
-                                     sizes["z_channels"], 4.0, mask, sampler.rows_per_scale(batch))
-    flops_decode = batch * decoder_flops(tok.image_size, sizes["ch"], tuple(tok.ch_mult),
+    tok = spec.tokenizer
+    flops_tokens = transformer_flops(spec.patch_nums, sizes["depth"], sizes["width"], sizes["vocab"],
+                                     sizes["z_channels"], 4.0, mask,
+                                     sampler.plan.rows_per_scale(batch))
+    flops_decode = batch * decoder_flops(model.image_size, sizes["ch"], tuple(tok.ch_mult),
                                          tok.num_res_blocks, sizes["z_channels"])
     sampling_rss = _sampling_peak_rss() if reset else None
     rate = _jax_matmul_rate(args) if args.device == "gpu" else matmul_peak_flops()
@@ -242,7 +248,7 @@ def measure_ours(args, name: str, batch: int) -> dict:
                    time_to_first_images_s=to_first, finite=bool(np.isfinite(images).all()),
                    peak_rss_with_weights_loaded_bytes=weights_rss,
                    peak_rss_sampling_bytes=sampling_rss, compilation_cache="warm" if warm else "cold",
-                   guided_scales=list(sampler.guided),
+                   guided_scales=list(sampler.plan.guided),
                    decoder_options=cpu_kernels.conv_options() if args.device == "cpu" else {},
                    backend=jax.default_backend(),
                    peak_device_bytes=_jax_peak_bytes())

@@ -43,6 +43,12 @@ def model_config(patch_nums=models.PATCH_NUMS_256, tokenizer=None, transformer=N
     ))
 
 
+def model_section(spec: models.ModelSpec) -> ml_collections.ConfigDict:
+    """The config.model section of a model spec (e.g. `pretrained.load(name).spec`), for users who
+    want a ConfigDict back; `modes.specs.model_spec` reads it into the same spec."""
+    return model_config(**spec.to_dict())
+
+
 def _section(spec, names=None) -> dict:
     """A spec's fields (all, or `names`) with their values, for a config section."""
     values = dataclasses.asdict(spec)

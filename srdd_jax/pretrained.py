@@ -8,8 +8,8 @@ converted model directory in `cache_dir()`: $SRDD_JAX_CACHE, by default ~/.cache
 ($XDG_CACHE_HOME/srdd_jax). Later loads read that directory with orbax and need neither torch nor
 the network. The architecture is read from the files, as `python -m srdd_jax.convert` does, and
 the released weights keep their block-causal `var` mask in the returned spec (a
-`models.ModelSpec`; `srdd_jax.experiment_config.model_config(**spec.to_dict())` makes the config
-section back from it, for users who want a ConfigDict).
+`models.ModelSpec`; `srdd_jax.experiment_config.model_section(spec)` makes the config section
+back from it, for users who want a ConfigDict).
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def reference():
 
 @pytest.fixture(scope="session")
 def converted(reference):
-    """(model config, params) converted from the reference state dicts."""
+    """(model spec, params) converted from the reference state dicts."""
     from srdd_jax.convert import var_checkpoints
 
     return var_checkpoints.convert_state_dicts(reference["vae_sd"], reference["var_sd"])

@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from srdd_jax import errors, experiment_config, fingerprints, parallel, saved_models
 from srdd_jax.data import tokens
+from srdd_jax.modes import specs
 
 
 def _arrays() -> dict:
@@ -65,10 +66,10 @@ def test_fingerprint_catches_one_changed_bit_and_moved_values():
 
 
 def test_model_directory_with_garbled_values_is_refused_naming_the_array(tmp_path):
-    cfg = experiment_config.tiny_model()
+    spec = specs.model_spec(experiment_config.tiny_model())
     params = {"transformer": {"head": {"kernel": np.random.default_rng(1).normal(
         size=(512, 1024)).astype(np.float32)}}}
-    saved_models.save_model(str(tmp_path / "model"), params, cfg)
+    saved_models.save_model(str(tmp_path / "model"), params, spec)
     loaded, _ = saved_models.load_model(str(tmp_path / "model"))
     np.testing.assert_array_equal(loaded["transformer"]["head"]["kernel"],
                                   params["transformer"]["head"]["kernel"])

@@ -9,11 +9,17 @@ from conftest import REPO_ROOT
 from ml_collections import config_flags
 
 from srdd_jax import models
-from srdd_jax.modes import validation
+from srdd_jax.modes import registry, specs
 
 # Parameter counts of the released checkpoints (buffers excluded), from var_reference.md §2.1/§3.1.
 RELEASED = {"d16": 310_283_520, "d20": 600_917_136, "d24": 1_033_399_360,
             "d30": 2_010_020_356, "d36": 2_353_893_904}
+
+
+def _validate(config):
+    """What `experiment.run` checks before anything runs: the mode, then every section."""
+    registry.get(config.mode)
+    return specs.parse(config)
 
 
 def _load(variant):
@@ -26,13 +32,13 @@ def _load(variant):
 
 @pytest.mark.parametrize("variant", sorted(RELEASED))
 def test_released_transformer_sizes(variant):
-    cfg = _load(variant).model
-    shapes = nn.unbox(models.abstract_params(cfg, "transformer"))
+    spec = specs.model_spec(_load(variant).model)
+    shapes = nn.unbox(models.Model(spec).abstract_params("transformer"))
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == RELEASED[variant]
 
 
 def test_released_tokenizer_size():
-    shapes = nn.unbox(models.abstract_params(_load("d16").model, "tokenizer"))
+    shapes = nn.unbox(models.Model(specs.model_spec(_load("d16").model)).abstract_params("tokenizer"))
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 108_948_355
 
 
@@ -49,7 +55,7 @@ def test_experiment_configs_validate(name, variant):
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
     flag_values(["test", f"--config={REPO_ROOT / 'configs' / name}.py:{variant}"])
-    validation.validate_config(flag_values.config)
+    _validate(flag_values.config)
 
 
 @pytest.mark.parametrize("variant", ["", "tiny", "64", "128", "256"])
@@ -59,22 +65,20 @@ def test_image_folder_variants_make_images_of_their_size(variant):
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
     flag_values(["test", f"--config={REPO_ROOT / 'configs' / 'image_folder.py'}:{variant}"])
     cfg = flag_values.config
-    validation.validate_config(cfg)
+    _validate(cfg)
     assert cfg.model_from_data and cfg.data.source == "image_folder"
     expected = {"": 32, "tiny": 16}.get(variant) or int(variant)
-    assert models.build_tokenizer(cfg.model).image_size == cfg.data.image_size == expected
+    assert models.Model(specs.model_spec(cfg.model)).image_size == cfg.data.image_size == expected
 
 
 def test_sampler_settings_that_default_to_none_are_set_on_the_command_line():
-    from srdd_jax.sampling.sampler import SamplerSettings
-
     argv = ["test", f"--config={REPO_ROOT / 'configs' / 'demo.py'}",
             "--config.sample.settings.cfg_until=-2", "--config.sample.settings.mr_scales=(2, 3)",
             "--config.sample.settings.scale_ids=(0, 2, 3)"]
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
     flag_values(argv)
-    settings = SamplerSettings.from_config(flag_values.config.sample.settings)
+    settings = specs.sampler_settings(flag_values.config.sample.settings)
     assert (settings.cfg_until, settings.mr_scales, settings.scale_ids) == (-2, (2, 3), (0, 2, 3))
     assert settings.cfg_list is None
-    validation.validate_config(flag_values.config)
+    _validate(flag_values.config)

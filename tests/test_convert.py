@@ -31,9 +31,9 @@ def manifests():
 def test_released_transformer_manifests_map_completely(manifests, name):
     manifest = manifests[name]
     depth = int(name.split("_d")[1])
-    cfg, params = var_checkpoints.convert_state_dicts(var_sd=_shape_only(manifest))
-    assert tuple(cfg.patch_nums) == PN_256  # from L = 680 (the stand-in lvl_1L holds zeros)
-    tr = cfg.transformer
+    spec, params = var_checkpoints.convert_state_dicts(var_sd=_shape_only(manifest))
+    assert tuple(spec.patch_nums) == PN_256  # from L = 680 (the stand-in lvl_1L holds zeros)
+    tr = spec.transformer
     assert (tr.depth, tr.embed_dim, tr.num_heads, tr.num_classes) == (depth, 64 * depth, depth, 1000)
     assert tr.attn_l2_norm == ("blocks.0.attn.scale_mul_1H11" in manifest)
     assert params["transformer"]["head"]["kernel"].shape == (64 * depth, 4096)
@@ -45,8 +45,8 @@ def test_released_transformer_manifests_map_completely(manifests, name):
 
 def test_released_tokenizer_manifest_maps_completely(manifests):
     manifest = manifests["vae_ch160v4096z32"]
-    cfg, params = var_checkpoints.convert_state_dicts(vae_sd=_shape_only(manifest))
-    tok = cfg.tokenizer
+    spec, params = var_checkpoints.convert_state_dicts(vae_sd=_shape_only(manifest))
+    tok = spec.tokenizer
     assert (tok.ch, tok.ch_mult, tok.z_channels, tok.vocab_size, tok.share_quant_resi) == (
         160, (1, 1, 2, 2, 4), 32, 4096, 4)
     assert sum(x.size for x in _leaves(params)) == 108_948_355
@@ -116,8 +116,8 @@ def test_convert_command_round_trip(reference, converted, tmp_path):
     cmd = [sys.executable, "-m", "srdd_jax.convert", f"--vae={folder / 'vae.pth'}",
            f"--var={folder / 'var.pth'}", f"--out={out}", "--mask=markov"]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
-    params, cfg = saved_models.load_model(str(out))
-    assert cfg.transformer.mask == "markov"
+    params, spec = saved_models.load_model(str(out))
+    assert spec.transformer.mask == "markov"
     _, expected = converted
     assert jax.tree.structure(params) == jax.tree.structure(expected)
     jax.tree.map(lambda got, want: np.testing.assert_array_equal(np.asarray(got), want),

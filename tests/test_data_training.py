@@ -1,5 +1,6 @@
 """TFDS sources (in memory and streamed), token caches, the weight-decay schedule and profiling."""
 
+import dataclasses
 import io
 
 import flax.linen as nn
@@ -9,11 +10,11 @@ import pytest
 from PIL import Image
 from test_training import Recorder, _config, _synthetic_source
 
-from srdd_jax import models, parallel
+from srdd_jax import models, parallel, saved_models
 from srdd_jax.data import loading, sources, tokens
 from srdd_jax.data.pipeline import BatchIterator
-from srdd_jax.modes import tokenize, train, validation
-from srdd_jax.training import loop, optimizer, steps
+from srdd_jax.modes import specs, tokenize
+from srdd_jax.training import loop, optimizer, runs, steps
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -58,7 +59,7 @@ def _tfds_config(data_dir, **data):
 
 
 def _load(cfg):
-    return loading.load(cfg.data, cfg.model)
+    return loading.load(specs.data_spec(cfg.data), specs.model_spec(cfg.model))
 
 
 def test_tfds_in_memory_source(tiny_tfds):
@@ -97,7 +98,7 @@ def test_tfds_stream_is_deterministic_resumable_and_skips_unreadable(tiny_tfds):
 def test_tfds_errors_name_the_field_and_the_fix(tiny_tfds, tmp_path):
     cfg = _tfds_config(tiny_tfds, name="")
     with pytest.raises(ValueError, match=r"config\.data\.name is empty"):
-        validation.validate_config(cfg)
+        specs.parse(cfg)
     with pytest.raises(ValueError, match="not a dataset known to tensorflow-datasets"):
         _load(_tfds_config(tiny_tfds, name="no_such_dataset_xyz"))
     with pytest.raises(ValueError, match=r"config\.data\.split='validation'.*splits train"):
@@ -122,42 +123,46 @@ def test_new_bad_config_values_are_named(field, value, message):
         node = node[name]
     node[rest[-1]] = value
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        validation.validate_config(cfg)
+        specs.parse(cfg)
     cfg = _config(mode="sample")
     cfg.training.cached_tokens = "tokens/train"
     with pytest.raises(ValueError, match=r"config\.training\.cached_tokens is only read by mode=train"):
-        validation.validate_config(cfg)
+        specs.parse(cfg)
 
 
-def _tokenizer(cfg, seed=7):
-    return nn.unbox(models.init_params(cfg.model, jax.random.key(seed), "tokenizer"))
+def _tokenizer(spec, seed=7):
+    return nn.unbox(models.Model(spec).init_params(jax.random.key(seed), "tokenizer"))
 
 
-def test_cached_tokens_give_the_image_loss_and_refuse_other_tokenizers(tmp_path):
+def test_cached_tokens_give_the_image_loss_and_refuse_other_tokenizers(tmp_path, monkeypatch):
     """Two-step runs from images and from the cache agree; the cached run is profiled."""
-    cfg = _config()
+    cfg = _config(mode="tokenize")
+    spec = specs.model_spec(cfg.model)
     mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
     source = _synthetic_source(n=20)
-    tok_params = _tokenizer(cfg)
-    directory = tokenize.tokenize(cfg, str(tmp_path), mesh, source, tok_params)
+    tok_params = _tokenizer(spec)
+    # mode=tokenize on these images, with this tokenizer (as config.init.tokenizer).
+    saved_models.save_model(str(tmp_path / "init"), {"tokenizer": tok_params}, spec)
+    cfg.init.tokenizer = str(tmp_path / "init")
+    monkeypatch.setattr(loading, "load_logged", lambda data, model, split="": source)
+    directory = tokenize.run(cfg, specs.parse(cfg), str(tmp_path), mesh, {})
     assert directory == str(tmp_path / "tokens" / "train")
     cache = tokens.load_cache(directory)
     assert cache.tokens.shape == (20, 21) and cache.tokens.dtype == np.int16
     np.testing.assert_array_equal(cache.labels, source.labels)
-    tokens.check_tokenizer(cache, cfg.model, tok_params, directory)
+    tokens.check_tokenizer(cache, spec, tok_params, directory)
 
-    run = cfg.training
-    run.update(dict(steps=2, checkpoint_every=2, log_every=1))
+    cfg.training.update(dict(steps=2, checkpoint_every=2, log_every=1))
+    run = specs.train_spec(cfg, "training")
     tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
-    step = steps.make_transformer_step(models.build_transformer(cfg.model),
-                                       models.build_tokenizer(cfg.model), tx)
+    step = steps.make_transformer_step(models.Model(spec).transformer, models.Model(spec).tokenizer, tx)
     losses = {}
     for name, iterator in (("images", BatchIterator(source, 8, seed=1)), ("tokens", cache.batches(8, 1))):
-        run.profile_steps = int(name == "tokens")
+        run = dataclasses.replace(run, profile_steps=int(name == "tokens"))
         recorder = Recorder()
         loop.train("transformer", run, str(tmp_path / name), mesh, iterator,
-                   lambda rng: models.init_params(cfg.model, rng, "transformer"), tx, step, cfg.seed,
-                   train.transformer_context(cfg, str(tmp_path)), frozen=(tok_params,),
+                   lambda rng: models.Model(spec).init_params(rng, "transformer"), tx, step, cfg.seed,
+                   runs.transformer_context(spec, str(tmp_path)), frozen=(tok_params,),
                    frozen_shardings=(parallel.replicated(mesh),), writer=recorder)
         losses[name] = [recorder.scalars[s]["loss"] for s in (1, 2)]
     assert losses["tokens"] == pytest.approx(losses["images"], abs=1e-6)
@@ -166,11 +171,10 @@ def test_cached_tokens_give_the_image_loss_and_refuse_other_tokenizers(tmp_path)
                                                        / "plugins").exists()
 
     with pytest.raises(ValueError, match="other tokenizer parameters.*--config.mode=tokenize"):
-        tokens.check_tokenizer(cache, cfg.model, _tokenizer(cfg, seed=8), directory)
-    other = _config()
-    other.model.patch_nums = (1, 2, 3, 4)
+        tokens.check_tokenizer(cache, spec, _tokenizer(spec, seed=8), directory)
+    other = spec.replace(patch_nums=(1, 2, 3, 4))
     with pytest.raises(ValueError, match="other patch_nums"):
-        tokens.check_tokenizer(cache, other.model, tok_params, directory)
+        tokens.check_tokenizer(cache, other, tok_params, directory)
     with pytest.raises(FileNotFoundError, match="--config.mode=tokenize"):
         tokens.load_cache(str(tmp_path / "missing"))
 
@@ -180,8 +184,8 @@ def test_weight_decay_follows_vars_cosine():
     assert float(schedule(0)) == pytest.approx(0.05) and float(schedule(10)) == pytest.approx(0.08)
     assert float(schedule(5)) == pytest.approx(0.065)
     cfg = _config()
-    optim = cfg.training.optim
-    optim.update(dict(weight_decay=0.05, weight_decay_end=0.08, warmup_steps=2))
+    cfg.training.optim.update(dict(weight_decay=0.05, weight_decay_end=0.08, warmup_steps=2))
+    optim = specs.train_spec(cfg, "training").optim
     tx, lr = optimizer.make_optimizer(optim, 11, 256)
     params = {"kernel": np.ones((2, 2), np.float32)}
     state = tx.init(params)
@@ -191,7 +195,7 @@ def test_weight_decay_follows_vars_cosine():
         updates, state = tx.update(zero, state, params)
         decays.append(-float(updates["kernel"][0, 0]) / float(lr(step)))
     assert decays[0] == pytest.approx(0.05, rel=1e-5) and decays[-1] == pytest.approx(0.08, rel=1e-5)
-    optim.weight_decay_end = -1.0  # the default: constant, the optimiser state as before
+    optim = dataclasses.replace(optim, weight_decay_end=-1.0)  # the default: constant, as before
     tx, lr = optimizer.make_optimizer(optim, 11, 256)
     assert "WeightDecaySchedule" not in repr(tx.init(params))
     updates, _ = tx.update(zero, tx.init(params), params)

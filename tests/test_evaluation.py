@@ -12,8 +12,7 @@ import pytest
 from srdd_jax import experiment, experiment_config, models, parallel, saved_models, scales
 from srdd_jax.data import sources
 from srdd_jax.evaluation import classifier, evaluate, features, likelihood
-from srdd_jax.modes import validation
-from srdd_jax.sampling.sampler import SamplerSettings
+from srdd_jax.modes import specs
 from srdd_jax.tokenizer.vqvae import VQVAE
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(sources.FASHION_MNIST_DIR),
@@ -67,21 +66,20 @@ def test_in_domain_fid_real_vs_real_is_far_below_real_vs_noise(trained, fmnist):
 
 
 def _random_model(mask):
-    cfg = experiment_config.tiny_model()
-    cfg.transformer.mask = mask
-    params = {which: nn.unbox(models.init_params(cfg, jax.random.key(i), which))
+    spec = specs.model_spec(experiment_config.tiny_model()).with_transformer(mask=mask)
+    params = {which: nn.unbox(models.Model(spec).init_params(jax.random.key(i), which))
               for i, which in enumerate(("tokenizer", "transformer"))}
-    return cfg, jax.device_get(params)
+    return spec, jax.device_get(params)
 
 
 @pytest.mark.parametrize("mask", ["markov", "var"])
 def test_nll_matches_a_direct_cross_entropy(mask):
-    cfg, params = _random_model(mask)
+    spec, params = _random_model(mask)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (12, 16, 16, 1)).astype(np.uint8)
     labels = rng.integers(0, 10, 12).astype(np.int32)
-    nll = likelihood.Likelihood(cfg, batch_size=8, mesh=parallel.make_mesh())  # 12 = 8 + 4 padded
-    tok, tr = models.build_tokenizer(cfg), models.build_transformer(cfg)
+    nll = likelihood.Likelihood(spec, batch_size=8, mesh=parallel.make_mesh())  # 12 = 8 + 4 padded
+    tok, tr = models.Model(spec).tokenizer, models.Model(spec).transformer
 
     @jax.jit
     def log_probs(params, x, cond):  # the whole batch at once, no mesh: (B, L) indices, (B, L, V)
@@ -89,13 +87,13 @@ def test_nll_matches_a_direct_cross_entropy(mask):
         x_in = tok.apply({"params": params["tokenizer"]}, idx, method=VQVAE.teacher_forcing_input)
         return idx, jax.nn.log_softmax(tr.apply({"params": params["transformer"]}, cond, x_in))
 
-    counts = np.array([pn * pn for pn in cfg.patch_nums])
+    counts = np.array([pn * pn for pn in spec.patch_nums])
     for unconditional in (False, True):
         got = nll.nll(params, images, labels, unconditional)
         cond = np.full(12, 10, np.int32) if unconditional else labels
         idx, logp = log_probs(params, images.astype(np.float32) / 127.5 - 1.0, cond)
         ce = -np.take_along_axis(np.asarray(logp, np.float64), np.asarray(idx)[..., None], -1)[..., 0]
-        want = [piece.mean() / math.log(2) for piece in scales.split_scales(ce, cfg.patch_nums)]
+        want = [piece.mean() / math.log(2) for piece in scales.split_scales(ce, spec.patch_nums)]
         np.testing.assert_allclose(got["bits_per_token_per_scale"], want, rtol=2e-5)
         total = np.dot(got["bits_per_token_per_scale"], counts) / counts.sum()
         assert got["bits_per_token"] == pytest.approx(total, rel=1e-6)
@@ -113,7 +111,7 @@ def test_bad_evaluate_fields_are_named():
         if field == "pr_k":
             bad.evaluate.per_class = 2
         with pytest.raises(ValueError, match=message):
-            validation.validate_config(bad)
+            specs.parse(bad)
 
 
 def test_evaluate_mode_end_to_end(fmnist, tmp_path):
@@ -122,8 +120,8 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     config.data.split = "test"  # classifier on 90 % of the test split: only that split is read
     config.evaluate.update(dict(per_class=2, batch_size=10, reference_images=300))
     config.sample.settings.cfg = 2.0
-    _, params = _random_model("markov")
-    saved_models.save_model(str(tmp_path / "model"), params, config.model)
+    spec, params = _random_model("markov")
+    saved_models.save_model(str(tmp_path / "model"), params, spec)
     config.mode = "evaluate"
     experiment.run(config, str(tmp_path))
     with open(tmp_path / "evaluate" / "report.json") as f:
@@ -136,18 +134,21 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     assert report["nll_images"] == 40 and "inception" in report and "fid_inception" not in report
     assert report["settings"]["cfg"] == 2.0
     # A sweep reuses the trained classifier and the cached statistics.
-    clf = evaluate.load_classifier(config, str(tmp_path))
+    parsed = specs.parse(config)
+    evaluator = evaluate.Evaluator(spec, parsed.evaluate, parsed.data, parsed.seed, str(tmp_path))
+    clf = evaluator.load_classifier()
     reference = tmp_path / "evaluate" / "reference"
-    real = evaluate.real_statistics(config, clf, fmnist.images[:300], str(reference))
+    real = evaluator.real_statistics(clf, fmnist.images[:300], str(reference))
     assert len(os.listdir(reference)) == 1  # read back, not recomputed
-    settings = SamplerSettings.from_config(config.sample.settings)  # the sampler evaluate compiled
-    first = evaluate.sample_metrics(config, params, settings, clf, real, 1, 0)
-    again = evaluate.sample_metrics(config, params, settings, clf, real, 1, 0)
+    settings = specs.sampler_settings(config.sample.settings)  # the settings evaluate sampled with
+    first = evaluator.sample_metrics(params, settings, clf, real, 1, 0)
+    again = evaluator.sample_metrics(params, settings, clf, real, 1, 0)
     assert first["fid_fmnist"] == again["fid_fmnist"] and again["compile_s"] == 0.0
     # A classifier trained with other settings lives beside the cached one, never taken for it.
     other = config.copy_and_resolve_references()
     other.evaluate.classifier_steps = config.evaluate.classifier_steps + 5
-    retrained = evaluate.load_classifier(other, str(tmp_path))
+    retrained = evaluate.Evaluator(spec, specs.eval_spec(other.evaluate), parsed.data, parsed.seed,
+                                   str(tmp_path)).load_classifier()
     folders = sorted((tmp_path / "evaluate" / "classifier").iterdir())
     assert len(folders) == 2 and retrained.steps == other.evaluate.classifier_steps != clf.steps
     recorded = {json.loads((f / "settings.json").read_text())["steps"] for f in folders}

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from srdd_jax import cpu_kernels, experiment_config, models
-from srdd_jax.sampling.sampler import Sampler, SamplerSettings, for_sampling
+from srdd_jax.modes import specs
+from srdd_jax.sampling import generation
+from srdd_jax.sampling.sampler import Sampler, for_sampling
+from srdd_jax.sampling.settings import SamplerSettings
 from srdd_jax.tokenizer import autoencoder
 from srdd_jax.tokenizer.vqvae import VQVAE
 from srdd_jax.transformer import attention
@@ -49,17 +52,16 @@ def test_upsampling_conv_on_the_low_resolution_grid_equals_upsample_then_conv(sh
 
 
 def _tiny_tokenizer():
-    cfg = experiment_config.tiny_model(in_channels=3)
-    return cfg, models.build_tokenizer(cfg), nn.unbox(models.init_params(cfg, jax.random.key(0),
-                                                                         "tokenizer"))
+    model = models.Model(specs.model_spec(experiment_config.tiny_model(in_channels=3)))
+    return model.spec, model.tokenizer, nn.unbox(model.init_params(jax.random.key(0), "tokenizer"))
 
 
 def test_decoder_on_the_cpu_library_gives_the_default_kernels_images(monkeypatch):
     if jax.default_backend() != "cpu":
         pytest.skip("CPU compile options")
-    cfg, tokenizer, params = _tiny_tokenizer()
-    side = cfg.patch_nums[-1]
-    f_hat = jax.random.normal(jax.random.key(4), (3, side, side, cfg.tokenizer.z_channels))
+    spec, tokenizer, params = _tiny_tokenizer()
+    side = spec.patch_nums[-1]
+    f_hat = jax.random.normal(jax.random.key(4), (3, side, side, spec.tokenizer.z_channels))
 
     def decode(options):
         return np.asarray(jax.jit(lambda p, f: tokenizer.apply({"params": p}, f, method=VQVAE.decode),
@@ -72,16 +74,16 @@ def test_decoder_on_the_cpu_library_gives_the_default_kernels_images(monkeypatch
 
 
 def test_sampling_without_the_encoder_gives_the_same_images():
-    cfg = experiment_config.tiny_model(in_channels=3)
-    params = {w: nn.unbox(models.init_params(cfg, jax.random.key(i), w))
+    spec = specs.model_spec(experiment_config.tiny_model(in_channels=3))
+    params = {w: nn.unbox(models.Model(spec).init_params(jax.random.key(i), w))
               for i, w in enumerate(("tokenizer", "transformer"))}
     light = for_sampling(params)
     assert "encoder" not in light["tokenizer"] and "decoder" in light["tokenizer"]
-    sampler = Sampler(cfg, SamplerSettings(cfg=1.5, top_k=20))
-    labels = np.arange(4) % cfg.transformer.num_classes
-    full = sampler.generate(params, labels, jax.random.key(1), batch_size=4)
-    sampler = Sampler(cfg, SamplerSettings(cfg=1.5, top_k=20))
+    sampler = Sampler(spec, SamplerSettings(cfg=1.5, top_k=20))
+    labels = np.arange(4) % spec.transformer.num_classes
+    full = generation.generate(sampler, params, labels, jax.random.key(1), batch_size=4)
+    sampler = Sampler(spec, SamplerSettings(cfg=1.5, top_k=20))
     sampler.compile(light, 4)  # compiled before any weight exists, from the trimmed tree
-    less = sampler.generate(light, labels, jax.random.key(1), batch_size=4)
+    less = generation.generate(sampler, light, labels, jax.random.key(1), batch_size=4)
     np.testing.assert_array_equal(less["idx_NL"], full["idx_NL"])
     np.testing.assert_allclose(less["images_NHWC"], full["images_NHWC"], atol=1e-6)

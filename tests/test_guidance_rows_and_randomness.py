@@ -11,8 +11,10 @@ import pytest
 from jax.extend import core as jax_core
 
 from srdd_jax import experiment_config, models, parallel
-from srdd_jax.sampling import guidance, tokens
-from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.modes import specs
+from srdd_jax.sampling import generation, guidance, tokens
+from srdd_jax.sampling.sampler import Sampler
+from srdd_jax.sampling.settings import SamplerSettings
 
 MASKS = ("var", "markov", "markov_prev")
 STOCHASTIC = SamplerSettings(cfg=2.0, top_k=60, top_p=0.95)
@@ -20,15 +22,15 @@ STOCHASTIC = SamplerSettings(cfg=2.0, top_k=60, top_p=0.95)
 
 @pytest.fixture(scope="module")
 def small():
-    """(config, random params) of a 3-scale model that compiles in a second or two."""
-    cfg = experiment_config.tiny_model(num_classes=10, in_channels=3)
-    params = {which: jax.tree.map(np.asarray, nn.unbox(models.init_params(
-        cfg, jax.random.key(i), which))) for i, which in enumerate(("tokenizer", "transformer"))}
-    return cfg, params
+    """(spec, random params) of a 3-scale model that compiles in a second or two."""
+    spec = specs.model_spec(experiment_config.tiny_model(num_classes=10, in_channels=3))
+    params = {which: jax.tree.map(np.asarray, nn.unbox(models.Model(spec).init_params(
+        jax.random.key(i), which))) for i, which in enumerate(("tokenizer", "transformer"))}
+    return spec, params
 
 
-def _labels(cfg, n: int) -> np.ndarray:
-    return (np.arange(n) * 3 % cfg.transformer.num_classes).astype(np.int32)
+def _labels(spec, n: int) -> np.ndarray:
+    return (np.arange(n) * 3 % spec.transformer.num_classes).astype(np.int32)
 
 
 def _agreement(a, b) -> float:
@@ -39,10 +41,10 @@ def _agreement(a, b) -> float:
 def _loop_rows(sampler: Sampler, params, batch: int) -> list[set[int]]:
     """For each bucket loop of the traced sampler, the leading sizes of its qkv projections'
     outputs (rows, w, 3C): the rows the transformer ran (B, or 2B with the unconditional half)."""
-    qkv_width = 3 * sampler.model_cfg.transformer.embed_dim
+    qkv_width = 3 * sampler.spec.transformer.embed_dim
     length = sampler.sequence_length
-    jaxpr = jax.make_jaxpr(sampler._sample)(
-        params["tokenizer"], params["transformer"], sampler.tables,
+    jaxpr = jax.make_jaxpr(sampler._program)(
+        params["tokenizer"], params["transformer"], sampler.plan,
         jax.ShapeDtypeStruct((batch,), jnp.int32), jax.random.key(0),
         jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((batch, length), jnp.int32),
         jax.ShapeDtypeStruct((batch, length), bool))
@@ -57,7 +59,7 @@ def _loop_rows(sampler: Sampler, params, batch: int) -> list[set[int]]:
         return found
 
     loops = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name in ("scan", "while")]
-    assert len(loops) == len(sampler.layout.buckets)
+    assert len(loops) == len(sampler.plan.layout.buckets)
     return [matmul_rows(sub, set()) for eqn in loops
             for sub in jax_core.jaxprs_in_params(eqn.params)][:len(loops)]
 
@@ -67,34 +69,34 @@ def test_weight_zero_scales_run_no_unconditional_rows(converted, mask):
     """VAR's linear ramp has weight 0 at the first scale; cfg_until=-2 zeroes the last two.
     A weight-0 scale runs the conditional rows alone unless a later guided scale reads its keys
     (var: every later scale; markov_prev: the next one)."""
-    cfg, params = converted
-    batch, last = 3, len(cfg.patch_nums) - 1
-    sampler = Sampler(cfg, dataclasses.replace(STOCHASTIC, cfg_until=-2, mr=True), mask=mask)
+    spec, params = converted
+    batch, last = 3, len(spec.patch_nums) - 1
+    sampler = Sampler(spec, dataclasses.replace(STOCHASTIC, cfg_until=-2, mr=True), mask=mask)
     expect_doubled = {"markov": lambda k: 0 < k < last - 1,
                       "markov_prev": lambda k: k < last - 1,
                       "var": lambda k: k < last - 1}[mask]
-    assert sampler.guided == tuple(expect_doubled(k) for k in range(last + 1))
-    for bucket, rows in zip(sampler.layout.buckets, _loop_rows(sampler, params, batch)):
+    assert sampler.plan.guided == tuple(expect_doubled(k) for k in range(last + 1))
+    for bucket, rows in zip(sampler.plan.layout.buckets, _loop_rows(sampler, params, batch)):
         doubled = bucket.guided
         assert all(expect_doubled(k) == doubled for k in bucket.scale_ids)
         assert rows == ({2 * batch} if doubled else {batch}), (bucket, rows)
-    assert sampler.rows_per_scale(batch) == tuple(2 * batch if expect_doubled(k) else batch
-                                                  for k in range(last + 1))
+    assert sampler.plan.rows_per_scale(batch) == tuple(2 * batch if expect_doubled(k) else batch
+                                                       for k in range(last + 1))
 
 
 def test_without_the_skip_every_scale_runs_the_doubled_batch(converted):
-    cfg, params = converted
-    sampler = Sampler(cfg, dataclasses.replace(STOCHASTIC, skip_unguided_rows=False), mask="markov")
+    spec, params = converted
+    sampler = Sampler(spec, dataclasses.replace(STOCHASTIC, skip_unguided_rows=False), mask="markov")
     assert all(rows == {4} for rows in _loop_rows(sampler, params, 2))
 
 
 @pytest.mark.parametrize("mask", MASKS)
 def test_skipping_unguided_rows_leaves_the_samples_unchanged(small, mask):
-    cfg, params = small
-    labels = _labels(cfg, 4)
+    spec, params = small
+    labels = _labels(spec, 4)
     settings = dataclasses.replace(STOCHASTIC, mr=True, mr_threshold=0.05, cfg_until=-1)
-    skipped = Sampler(cfg, settings, mask=mask).sample(params, labels, jax.random.key(1))
-    doubled = Sampler(cfg, dataclasses.replace(settings, skip_unguided_rows=False),
+    skipped = Sampler(spec, settings, mask=mask).sample(params, labels, jax.random.key(1))
+    doubled = Sampler(spec, dataclasses.replace(settings, skip_unguided_rows=False),
                       mask=mask).sample(params, labels, jax.random.key(1))
     assert _agreement(skipped["idx_BL"], doubled["idx_BL"]) >= 0.999
     np.testing.assert_array_equal(skipped["resampled_K"], doubled["resampled_K"])
@@ -103,15 +105,15 @@ def test_skipping_unguided_rows_leaves_the_samples_unchanged(small, mask):
 def test_cfg_until_keeps_the_guided_scales_and_changes_the_rest(small):
     """markov: scales before cfg_until see the same state and the same random numbers, so their
     tokens are the fully guided sampler's; the unguided scale draws from other distributions."""
-    cfg, params = small
-    labels = _labels(cfg, 8)
-    full = Sampler(cfg, STOCHASTIC, mask="markov")
-    cut = Sampler(cfg, dataclasses.replace(STOCHASTIC, cfg_until=-1), mask="markov")
-    np.testing.assert_array_equal(cut.weights[-1:], 0.0)
-    np.testing.assert_array_equal(cut.weights[:-1], full.weights[:-1])
+    spec, params = small
+    labels = _labels(spec, 8)
+    full = Sampler(spec, STOCHASTIC, mask="markov")
+    cut = Sampler(spec, dataclasses.replace(STOCHASTIC, cfg_until=-1), mask="markov")
+    np.testing.assert_array_equal(cut.plan.weights_K[-1:], 0.0)
+    np.testing.assert_array_equal(cut.plan.weights_K[:-1], full.plan.weights_K[:-1])
     a = np.asarray(full.sample(params, labels, jax.random.key(2))["idx_BL"])
     b = np.asarray(cut.sample(params, labels, jax.random.key(2))["idx_BL"])
-    kept = cut.layout.begins[-1]
+    kept = cut.plan.layout.begins[-1]
     assert _agreement(a[:, :kept], b[:, :kept]) >= 0.999
     assert _agreement(a[:, kept:], b[:, kept:]) < 0.99
 
@@ -133,11 +135,11 @@ def test_stop_guidance_and_guided_rows_tables():
 
 
 def test_bad_cfg_until_is_named(converted):
-    cfg, _ = converted
-    levels = len(cfg.patch_nums)
+    spec, _ = converted
+    levels = len(spec.patch_nums)
     for bad in (levels, -levels - 1):
         with pytest.raises(ValueError, match="sample.cfg_until"):
-            Sampler(cfg, dataclasses.replace(STOCHASTIC, cfg_until=bad))
+            Sampler(spec, dataclasses.replace(STOCHASTIC, cfg_until=bad))
 
 
 # ---------------------------------------------------------------------------- per-image randomness
@@ -167,10 +169,10 @@ def test_each_image_draws_the_same_numbers_in_any_batch_and_on_any_mesh():
 def test_same_seed_same_tokens_at_any_batch_size(small, mask):
     """Batches of 8, 3 (3 + 3 + 2) and 1, and 8 devices (a padded batch of 3 and the whole 8),
     with MR redrawing tokens (so both the first draws and MR's redraws are compared)."""
-    cfg, params = small
-    labels = _labels(cfg, 8)
+    spec, params = small
+    labels = _labels(spec, 8)
     settings = dataclasses.replace(STOCHASTIC, mr=True, mr_threshold=0.05)
-    sampler = Sampler(cfg, settings, mask=mask)
+    sampler = Sampler(spec, settings, mask=mask)
     rng = jax.random.key(5)
     whole = sampler.sample(params, labels, rng)
     assert int(np.asarray(whole["resampled_K"]).sum()) > 0
@@ -181,17 +183,17 @@ def test_same_seed_same_tokens_at_any_batch_size(small, mask):
                  for s in range(0, len(labels), batch)]
         assert _agreement(np.concatenate(parts), whole) >= 0.999, batch
     if jax.device_count() >= 8:
-        sharded = Sampler(cfg, settings, mask=mask, mesh=parallel.make_mesh(8, 1))
+        sharded = Sampler(spec, settings, mask=mask, mesh=parallel.make_mesh(8, 1))
         three = sharded.sample(params, labels[3:6], rng, first_index=3)  # padded to 8 rows
         assert _agreement(three["idx_BL"], whole[3:6]) >= 0.999
         assert _agreement(sharded.sample(params, labels, rng)["idx_BL"], whole) >= 0.999
 
 
 def test_generate_gives_the_same_images_at_any_batch_size(small):
-    cfg, params = small
-    labels = _labels(cfg, 5)
-    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
-    one = sampler.generate(params, labels, jax.random.key(3), batch_size=5)
-    two = sampler.generate(params, labels, jax.random.key(3), batch_size=2)
+    spec, params = small
+    labels = _labels(spec, 5)
+    sampler = Sampler(spec, STOCHASTIC, mask="markov")
+    one = generation.generate(sampler, params, labels, jax.random.key(3), batch_size=5)
+    two = generation.generate(sampler, params, labels, jax.random.key(3), batch_size=2)
     assert _agreement(one["idx_NL"], two["idx_NL"]) >= 0.999
     np.testing.assert_allclose(one["images_NHWC"], two["images_NHWC"], atol=1e-4)

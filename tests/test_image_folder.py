@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO_ROOT, cli_env, info_lines_from
 from PIL import Image
 
-from srdd_jax import experiment_config, scales
+from srdd_jax import experiment_config, image_grids, scales
 from srdd_jax.data import model_for_data, sources
-from srdd_jax import image_grids
+from srdd_jax.modes import specs
 
 CLASSES = ("apple", "grass", "sky")
 COLOURS = ((200, 30, 30), (40, 180, 50), (40, 90, 220))
@@ -118,7 +118,8 @@ def test_folder_layouts(tmp_path):
 
 
 def test_model_for_data_fits_or_names_each_disagreement():
-    demo = experiment_config.tiny_model(num_classes=10, in_channels=1)  # 16 px, downsampling 4
+    # 16 px, downsampling 4
+    demo = specs.model_spec(experiment_config.tiny_model(num_classes=10, in_channels=1))
     eleven = sources.DataFacts(3, tuple(f"c{i}" for i in range(11)), "the images under X")
     with pytest.raises(ValueError) as err:
         model_for_data.check(demo, eleven)

@@ -4,30 +4,35 @@ Every `import` and `from ... import` of srdd_jax modules is read from the source
 and inside functions alike). Layers, bottom to top (docs: ../shared/docs/architecture.md):
 
   0  shared ops and utilities: scales, parallel, fingerprints, errors, config_diff, progress,
-     console, weights_io, image_files, compilation_cache, cpu_kernels, host_memory,
-     tokenizer/resize
-  1  losses (token losses shared by training and evaluation)
+     console, weights_io, image_files, image_grids, compilation_cache, cpu_kernels, host_memory,
+     spec_fields, tokenizer/resize
+  1  losses (token losses shared by training and evaluation), preemption (stop requests),
+     workdir_lock (one run per workdir)
   2  checkpoints (directories of saved trees, with integrity records)
-  3  the two models: tokenizer/, transformer/ (and the package root)
-  4  models (config schema and builders)
+  3  the two models: tokenizer/, transformer/ (each with its spec), and the package root
+  4  models (ModelSpec and the Model bundle)
   5  saved_models (model directories)
   6  data/
   7  sampling/ and training/ (side by side: neither imports the other)
   8  evaluation/
   9  convert/ (PyTorch checkpoints -> model directories)
   10 pretrained (released models by name, through convert)
-  11 modes/ (one module per mode) and experiment_config
+  11 modes/ (one module per mode, the registry, and the helpers specs, model_resolver, workdir)
+     and experiment_config: the only layer that reads ConfigDicts
   12 experiment (dispatch)
   13 main (the command line)
 
 An import may go to a lower layer, or stay inside its own group (a package, or a module).
-Run `python -m pytest tests/test_layers.py` to check.
+Below layer 11 no module imports ml_collections or names ConfigDict (settings arrive as typed
+specs), and no mode imports another mode. Run `python -m pytest tests/test_layers.py` to check.
 """
 
 import ast
 import pathlib
 
 import pytest
+
+from srdd_jax.modes import registry
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "srdd_jax"
 
@@ -36,7 +41,8 @@ LAYERS = {
     "srdd_jax.config_diff": 0, "srdd_jax.progress": 0, "srdd_jax.console": 0,
     "srdd_jax.weights_io": 0, "srdd_jax.compilation_cache": 0, "srdd_jax.tokenizer.resize": 0,
     "srdd_jax.image_files": 0, "srdd_jax.cpu_kernels": 0, "srdd_jax.host_memory": 0,
-    "srdd_jax.losses": 1,
+    "srdd_jax.image_grids": 0, "srdd_jax.spec_fields": 0,
+    "srdd_jax.losses": 1, "srdd_jax.preemption": 1, "srdd_jax.workdir_lock": 1,
     "srdd_jax.checkpoints": 2,
     "srdd_jax": 3, "srdd_jax.tokenizer": 3, "srdd_jax.transformer": 3,
     "srdd_jax.models": 4,
@@ -137,3 +143,50 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = _imports("srdd_jax.models", planted, _modules())
     assert found == {"srdd_jax.modes.train", "srdd_jax.main"}
     assert LAYERS[_group("srdd_jax.modes.train")] > LAYERS[_group("srdd_jax.models")]
+
+
+CONFIG_LAYER = LAYERS["srdd_jax.modes"]
+MODE_HELPERS = {"srdd_jax.modes.specs", "srdd_jax.modes.model_resolver", "srdd_jax.modes.workdir",
+                "srdd_jax.modes.registry", "srdd_jax.modes"}
+
+
+def _config_dict_uses(path: pathlib.Path) -> list[str]:
+    """Where a module imports ml_collections or names ConfigDict (in code, not in docstrings)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if a.name.split(".")[0] == "ml_collections"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ml_collections":
+            found.append(f"line {node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Name) and node.id == "ConfigDict":
+            found.append(f"line {node.lineno}: ConfigDict")
+        elif isinstance(node, ast.Attribute) and node.attr == "ConfigDict":
+            found.append(f"line {node.lineno}: .ConfigDict")
+    return found
+
+
+def test_no_config_dict_below_the_modes():
+    """Settings reach the library as typed specs: below the config layer no module imports
+    ml_collections or takes or names a ConfigDict."""
+    found = []
+    for name, path in _modules().items():
+        if LAYERS[_group(name)] < CONFIG_LAYER:
+            found += [f"{name} {where}" for where in _config_dict_uses(path)]
+    assert not found, "ConfigDicts below modes/:\n" + "\n".join(found)
+
+
+def test_the_config_dict_check_sees_one(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text('import ml_collections\n\n\ndef f(cfg: ml_collections.ConfigDict):\n'
+                       '    """Takes a ConfigDict (a docstring may say so)."""\n')
+    assert len(_config_dict_uses(planted)) == 2
+
+
+def test_no_mode_imports_another(graph):
+    modes = {name for name in graph if name.startswith("srdd_jax.modes.")} - MODE_HELPERS
+    registered = {module.__name__ for module in registry.MODES.values()}
+    assert modes == registered, "every mode module is in modes/registry.py, and only those"
+    crossing = [f"{name} -> {target}" for name in sorted(modes) for target in graph[name]
+                if target in modes]
+    assert not crossing, "modes importing modes:\n" + "\n".join(crossing)

@@ -25,15 +25,15 @@ def _demo_sized_model(directory):
     import jax
 
     from srdd_jax import models, saved_models
+    from srdd_jax.modes import specs
 
-    spec = importlib.util.spec_from_file_location("demo", REPO_ROOT / "configs" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config().model
-    cfg.transformer.init_adaln_gamma = 1.0
-    params = {w: jax.device_get(nn.unbox(models.init_params(cfg, jax.random.key(i), w)))
+    found = importlib.util.spec_from_file_location("demo", REPO_ROOT / "configs" / "demo.py")
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    spec = specs.model_spec(module.get_config().model).with_transformer(init_adaln_gamma=1.0)
+    params = {w: jax.device_get(nn.unbox(models.Model(spec).init_params(jax.random.key(i), w)))
               for i, w in enumerate(("tokenizer", "transformer"))}
-    saved_models.save_model(str(directory), params, cfg)
+    saved_models.save_model(str(directory), params, spec)
     return directory
 
 

@@ -81,8 +81,8 @@ def test_two_processes_save_the_model_and_resume(tiny_demo_workdir, tmp_path):
         assert status == 0, log[-5000:]
         assert "(2 processes)" in log
     assert abs(first[0][2] - first[1][2]) < SHUTDOWN_TIMEOUT_S / 5  # nobody waited at shutdown
-    params, cfg = saved_models.load_model(str(workdir / "model"))  # verified against its record
-    assert set(params) == {"tokenizer", "transformer"} and cfg.transformer.depth == 2
+    params, spec = saved_models.load_model(str(workdir / "model"))  # verified against its record
+    assert set(params) == {"tokenizer", "transformer"} and spec.transformer.depth == 2
     assert sorted(p.name for p in (workdir / "transformer").iterdir()) == ["2", "4"]
 
     # The same command again, after damaging the newest checkpoint: both processes agree that it

@@ -19,7 +19,10 @@ from test_training import Recorder, _config, _train_transformer
 
 from srdd_jax import errors, experiment_config, models, parallel, preemption, workdir_lock
 from srdd_jax.data import sources
-from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.modes import specs
+from srdd_jax.sampling import generation
+from srdd_jax.sampling.sampler import Sampler
+from srdd_jax.sampling.settings import SamplerSettings
 from srdd_jax.training import run_checkpoints
 
 
@@ -110,15 +113,15 @@ def test_a_second_signal_stops_at_once():
 
 
 def test_sampling_stops_between_batches_and_returns_nothing():
-    cfg = experiment_config.tiny_model()
-    params = {which: nn.unbox(models.init_params(cfg, jax.random.key(i), which))
+    spec = specs.model_spec(experiment_config.tiny_model())
+    params = {which: nn.unbox(models.Model(spec).init_params(jax.random.key(i), which))
               for i, which in enumerate(("tokenizer", "transformer"))}
-    sampler = Sampler(cfg, SamplerSettings(cfg=1.5), mask="markov")
+    sampler = Sampler(spec, SamplerSettings(cfg=1.5), mask="markov")
     labels = np.arange(6, dtype=np.int32)
     with preemption.handle_signals():
         preemption.request("SIGTERM")  # arrives during the first batch
         with pytest.raises(errors.PreemptedError) as stopped:
-            sampler.generate(params, labels, jax.random.key(0), batch_size=2)
+            generation.generate(sampler, params, labels, jax.random.key(0), batch_size=2)
     assert "sampling: stopped by SIGTERM after 2 of 6 images; nothing was written" in str(
         stopped.value)
 

@@ -12,8 +12,8 @@ from conftest import REPO_ROOT, cli_env
 
 from srdd_jax import models, pretrained, saved_models
 
-LOAD = ("from srdd_jax import pretrained; params, cfg = pretrained.load('var_d16'); "
-        "print('LOADED', cfg.transformer.depth, cfg.transformer.num_classes, tuple(cfg.patch_nums))")
+LOAD = ("from srdd_jax import pretrained; params, spec = pretrained.load('var_d16'); "
+        "print('LOADED', spec.transformer.depth, spec.transformer.num_classes, tuple(spec.patch_nums))")
 NO_TORCH = "import sys; sys.modules['torch'] = None; "  # `import torch` now raises ImportError
 
 
@@ -29,9 +29,9 @@ def test_load_converts_once_then_needs_neither_torch_nor_the_hub(tiny_var_hub, c
     depth, num_classes = converted[0].transformer.depth, converted[0].transformer.num_classes
     assert f"LOADED {depth} {num_classes} {tuple(converted[0].patch_nums)}" in first.stdout
     # The converted model in the cache equals the direct conversion of the same files.
-    params, cfg = saved_models.load_model(str(tmp_path / "cache" / "var_d16"))
-    expected_cfg, expected = converted
-    assert json.dumps(cfg.to_dict(), sort_keys=True) == json.dumps(expected_cfg.to_dict(), sort_keys=True)
+    params, spec = saved_models.load_model(str(tmp_path / "cache" / "var_d16"))
+    expected_spec, expected = converted
+    assert json.dumps(spec.to_dict(), sort_keys=True) == json.dumps(expected_spec.to_dict(), sort_keys=True)
     jax.tree.map(lambda got, want: np.testing.assert_array_equal(np.asarray(got), want), params, expected)
     # Later loads: no torch, and an empty Hub cache; only the converted directory is read.
     (tmp_path / "empty_hub").mkdir()
@@ -70,9 +70,9 @@ def test_unknown_names_list_the_released_ones(tmp_path):
 
 
 def test_main_samples_a_pretrained_name(tiny_var_hub, converted, tmp_path):
-    model_cfg = converted[0]
-    labels = [model_cfg.transformer.num_classes // 2, model_cfg.transformer.num_classes - 1]
-    size = models.build_tokenizer(model_cfg).image_size
+    spec = converted[0]
+    labels = [spec.transformer.num_classes // 2, spec.transformer.num_classes - 1]
+    size = models.Model(spec).image_size
     workdir = tmp_path / "run"
     run = subprocess.run(
         [sys.executable, "-m", "srdd_jax.main", "--config=configs/var_imagenet.py:tiny",

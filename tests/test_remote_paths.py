@@ -15,9 +15,9 @@ import tensorflow as tf
 from etils.epath import backend
 from PIL import Image
 
-from srdd_jax import experiment, experiment_config, saved_models
+from srdd_jax import experiment, experiment_config, image_grids, saved_models
+from srdd_jax.modes import specs
 from srdd_jax.modes import workdir as workdir_record
-from srdd_jax import image_grids
 
 
 def _ram(arg):
@@ -67,7 +67,7 @@ def test_grid_and_samples_written_to_gs(bucket):
 def test_modes_record_their_config_on_gs_and_name_missing_models(bucket):
     config = experiment_config.base_config(experiment_config.tiny_model())
     config.mode = "sample"
-    workdir_record.record(f"{bucket}/run", config)
+    workdir_record.record(f"{bucket}/run", config, specs.model_spec(config.model))
     assert '"mode": "sample"' in _read(f"{bucket}/run/config_sample.json").decode()
     config.init.model = f"{bucket}/no_model"
     with pytest.raises(FileNotFoundError, match=f"{bucket}/no_model/model_config.json"):
@@ -77,4 +77,4 @@ def test_modes_record_their_config_on_gs_and_name_missing_models(bucket):
 def test_model_directory_on_gs_keeps_its_uri(bucket):
     tf.io.gfile.makedirs(_ram(f"{bucket}/model/params"))
     with pytest.raises(FileExistsError, match=f"{bucket}/model already holds a model"):
-        saved_models.save_model(f"{bucket}/model", {}, experiment_config.tiny_model())
+        saved_models.save_model(f"{bucket}/model", {}, specs.model_spec(experiment_config.tiny_model()))

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 from conftest import nhwc
 
-from srdd_jax import models, parallel
-from srdd_jax import image_grids
+from srdd_jax import image_grids, models, parallel
 from srdd_jax.sampling import editing, layout
-from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.sampling.sampler import Sampler
+from srdd_jax.sampling.settings import SamplerSettings
 from srdd_jax.tokenizer.vqvae import VQVAE
 
 FIXTURE_MASKS = {"var": "var", "markov": "markov_self", "markov_prev": "markov_prev"}
 STOCHASTIC = SamplerSettings(cfg=2.0, top_k=60, top_p=0.95)
 
 
-def _decode(cfg, params, f_hat):
-    module = models.build_tokenizer(cfg)
+def _decode(spec, params, f_hat):
+    module = models.Model(spec).tokenizer
     return np.asarray(jax.jit(lambda p, f: module.apply({"params": p}, f, method=VQVAE.decode))(
         params["tokenizer"], f_hat))
 
@@ -27,17 +27,17 @@ def _decode(cfg, params, f_hat):
 @pytest.mark.parametrize("mask", sorted(FIXTURE_MASKS))
 @pytest.mark.parametrize("cfg_scale", [0.0, 1.5])
 def test_greedy_samples_match_reference(reference, converted, mask, cfg_scale):
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
     key = f"sample_{FIXTURE_MASKS[mask]}_cfg{cfg_scale}"
-    out = Sampler(cfg, SamplerSettings(cfg=cfg_scale, greedy=True), mask=mask).sample(
+    out = Sampler(spec, SamplerSettings(cfg=cfg_scale, greedy=True), mask=mask).sample(
         params, io["labels"], jax.random.key(0))
     idx, want = np.asarray(out["idx_BL"]), io[f"{key}_idx"]
     agree = idx == want
     assert agree.mean() >= 0.99, f"{agree.mean():.2%} of tokens agree"
-    first_scale = (cfg.patch_nums[0] ** 2)
+    first_scale = (spec.patch_nums[0] ** 2)
     assert agree[:, :first_scale].all()
-    images = (_decode(cfg, params, out["f_hat_BhwC"]) + 1) / 2
+    images = (_decode(spec, params, out["f_hat_BhwC"]) + 1) / 2
     same = agree.all(axis=1)  # images are comparable where every token agrees
     np.testing.assert_allclose(images[same], nhwc(io[f"{key}_img"])[same], atol=1e-3, rtol=0)
 
@@ -45,8 +45,8 @@ def test_greedy_samples_match_reference(reference, converted, mask, cfg_scale):
 @pytest.fixture(scope="module")
 def plain(converted, reference):
     """A stochastic markov sample without MR (seed 3), and its sampler."""
-    cfg, params = converted
-    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    spec, params = converted
+    sampler = Sampler(spec, STOCHASTIC, mask="markov")
     return sampler, sampler.sample(params, reference["io"]["labels"], jax.random.key(3))
 
 
@@ -64,40 +64,40 @@ def test_same_seed_same_samples_and_other_seed_differs(converted, reference, pla
 
 
 def test_mr_threshold_zero_changes_nothing(converted, reference, plain):
-    cfg, params = converted
+    spec, params = converted
     _, base = plain
-    out = Sampler(cfg, _with(STOCHASTIC, mr=True, mr_threshold=0.0), mask="markov").sample(
+    out = Sampler(spec, _with(STOCHASTIC, mr=True, mr_threshold=0.0), mask="markov").sample(
         params, reference["io"]["labels"], jax.random.key(3))
     np.testing.assert_array_equal(np.asarray(out["idx_BL"]), np.asarray(base["idx_BL"]))
     assert int(np.asarray(out["resampled_K"]).sum()) == 0
 
 
 def test_mr_threshold_one_redraws_every_token_on_chosen_scales(converted, reference):
-    cfg, params = converted
+    spec, params = converted
     labels = reference["io"]["labels"]
-    last = len(cfg.patch_nums) - 1
+    last = len(spec.patch_nums) - 1
     chosen = tuple(sorted({1, last // 2 + 1, last}))  # some scales, the last among them
     settings = _with(STOCHASTIC, top_k=0, top_p=0.0, mr=True, mr_threshold=1.0, mr_iterations=1,
                      mr_scales=chosen)
-    counts = np.asarray(Sampler(cfg, settings, mask="markov").sample(
+    counts = np.asarray(Sampler(spec, settings, mask="markov").sample(
         params, labels, jax.random.key(3))["resampled_K"])
-    expected = [len(labels) * pn * pn if si in chosen else 0 for si, pn in enumerate(cfg.patch_nums)]
+    expected = [len(labels) * pn * pn if si in chosen else 0 for si, pn in enumerate(spec.patch_nums)]
     np.testing.assert_array_equal(counts, expected)
 
 
 @pytest.mark.parametrize("rerun", [False, True])
 def test_mr_counts_agree_with_direct_recount(converted, reference, plain, rerun):
     """With MR on one scale, its count equals the tokens of the MR-free run below the threshold."""
-    cfg, params = converted
+    spec, params = converted
     sampler, base = plain
-    si = len(cfg.patch_nums) - 3  # a scale with enough tokens to split at the median
-    begin, end = sampler.layout.begins[si], sampler.layout.begins[si + 1]
+    si = len(spec.patch_nums) - 3  # a scale with enough tokens to split at the median
+    begin, end = sampler.plan.layout.begins[si], sampler.plan.layout.begins[si + 1]
     conf = np.asarray(base["confidence_BL"])[:, begin:end]
     threshold = float(np.median(conf))
     settings = _with(STOCHASTIC, mr=True, mr_threshold=threshold, mr_iterations=1, mr_scales=(si,),
                      mr_rerun=rerun)
-    out = Sampler(cfg, settings, mask="markov").sample(params, reference["io"]["labels"],
-                                                        jax.random.key(3))
+    out = Sampler(spec, settings, mask="markov").sample(params, reference["io"]["labels"],
+                                                         jax.random.key(3))
     counts = np.asarray(out["resampled_K"])
     assert counts[si] == int((conf < threshold).sum()) > 0
     assert counts.sum() == counts[si]
@@ -106,41 +106,42 @@ def test_mr_counts_agree_with_direct_recount(converted, reference, plain, rerun)
 
 
 def test_guidance_ten_stays_finite(converted, reference):
-    cfg, params = converted
+    spec, params = converted
     settings = SamplerSettings(cfg=10.0, cfg_schedule="constant", mr=True, mr_iterations=3)
-    out = Sampler(cfg, settings, mask="markov").sample(params, reference["io"]["labels"],
-                                                        jax.random.key(0))
+    out = Sampler(spec, settings, mask="markov").sample(params, reference["io"]["labels"],
+                                                         jax.random.key(0))
     assert np.isfinite(np.asarray(out["f_hat_BhwC"])).all()
     assert np.isfinite(np.asarray(out["confidence_BL"])).all()
 
 
 def test_scale_subset(converted, reference):
-    cfg, params = converted
-    last = len(cfg.patch_nums) - 1
+    spec, params = converted
+    last = len(spec.patch_nums) - 1
     subset = tuple(range(0, last, 2)) + (last,)  # every other scale, and the last
-    sampler = Sampler(cfg, _with(STOCHASTIC, scale_ids=subset), mask="markov")
+    sampler = Sampler(spec, _with(STOCHASTIC, scale_ids=subset), mask="markov")
     labels = reference["io"]["labels"]
     out = sampler.sample(params, labels, jax.random.key(0))
-    pns = [cfg.patch_nums[i] for i in subset]
+    pns = [spec.patch_nums[i] for i in subset]
     assert out["idx_BL"].shape == (len(labels), sum(p * p for p in pns))
-    assert int(np.asarray(out["idx_BL"]).max()) < cfg.tokenizer.vocab_size
-    assert np.isfinite(_decode(cfg, params, out["f_hat_BhwC"])).all()
+    assert int(np.asarray(out["idx_BL"]).max()) < spec.tokenizer.vocab_size
+    assert np.isfinite(_decode(spec, params, out["f_hat_BhwC"])).all()
     with pytest.raises(ValueError, match="ending with the last scale"):
-        Sampler(cfg, _with(STOCHASTIC, scale_ids=(0, last - 1)), mask="markov")
+        Sampler(spec, _with(STOCHASTIC, scale_ids=(0, last - 1)), mask="markov")
 
 
 def test_inpainting_keeps_known_tokens_at_every_scale(converted, reference):
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
-    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    sampler = Sampler(spec, STOCHASTIC, mask="markov")
     size = reference["config"]["image_size"]
     keep = editing.box_mask(size, (0.25, 0.25, 0.75, 0.75), keep_inside=False)
+    lay = sampler.plan.layout
     known_idx, known = editing.inpainting_constraints(
-        sampler.tokenizer, params["tokenizer"], nhwc(io["images"]), keep, sampler.layout)
+        sampler.model.tokenizer, params["tokenizer"], nhwc(io["images"]), keep, lay)
     known_idx, known = np.asarray(known_idx), np.asarray(known)
     np.testing.assert_array_equal(known_idx, io["gt_idx"])
     out = np.asarray(sampler.sample(params, io["labels"], jax.random.key(5), known_idx, known)["idx_BL"])
-    for begin, end in zip(sampler.layout.begins, sampler.layout.begins[1:] + (sampler.sequence_length,)):
+    for begin, end in zip(lay.begins, lay.begins[1:] + (sampler.sequence_length,)):
         assert known[:, begin:end].any()  # every scale keeps some tokens
         np.testing.assert_array_equal(out[:, begin:end][known[:, begin:end]],
                                       known_idx[:, begin:end][known[:, begin:end]])
@@ -149,36 +150,36 @@ def test_inpainting_keeps_known_tokens_at_every_scale(converted, reference):
 
 
 def test_super_resolution_reproduces_coarse_tokens(converted, reference):
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
-    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    sampler = Sampler(spec, STOCHASTIC, mask="markov")
     images = nhwc(io["images"])
     half = reference["config"]["image_size"] // 2
     low = np.asarray(jax.image.resize(images, (len(images), half, half, images.shape[-1]),
                                       "linear"))
-    known_idx, known = editing.super_resolution_constraints(sampler.tokenizer, params["tokenizer"], low,
-                                                            sampler.layout)
+    known_idx, known = editing.super_resolution_constraints(sampler.model.tokenizer, params["tokenizer"],
+                                                            low, sampler.plan.layout)
     known_idx, known = np.asarray(known_idx), np.asarray(known)
-    coarse = sampler.layout.begins[sum(pn <= cfg.patch_nums[-1] / 2 for pn in cfg.patch_nums)]
+    coarse = sampler.plan.layout.begins[sum(pn <= spec.patch_nums[-1] / 2 for pn in spec.patch_nums)]
     assert known[:, :coarse].all() and not known[:, coarse:].any()
     out = np.asarray(sampler.sample(params, io["labels"], jax.random.key(6), known_idx, known)["idx_BL"])
     np.testing.assert_array_equal(out[:, :coarse], known_idx[:, :coarse])
 
 
 def test_bad_editing_inputs_are_named(converted, reference, tmp_path):
-    cfg, params = converted
-    sampler = Sampler(cfg, STOCHASTIC, mask="markov")
+    spec, params = converted
+    sampler = Sampler(spec, STOCHASTIC, mask="markov")
     size = reference["config"]["image_size"]
     images = nhwc(reference["io"]["images"])
     with pytest.raises(ValueError, match="mask must be"):
-        editing.inpainting_constraints(sampler.tokenizer, params["tokenizer"], images,
-                                       np.ones((size, size // 2)), sampler.layout)
+        editing.inpainting_constraints(sampler.model.tokenizer, params["tokenizer"], images,
+                                       np.ones((size, size // 2)), sampler.plan.layout)
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        editing.inpainting_constraints(sampler.tokenizer, params["tokenizer"], images,
-                                       np.full((size, size), 2.0), sampler.layout)
+        editing.inpainting_constraints(sampler.model.tokenizer, params["tokenizer"], images,
+                                       np.full((size, size), 2.0), sampler.plan.layout)
     with pytest.raises(ValueError, match="NHWC"):
-        editing.inpainting_constraints(sampler.tokenizer, params["tokenizer"], images[..., 0],
-                                       np.ones((size, size)), sampler.layout)
+        editing.inpainting_constraints(sampler.model.tokenizer, params["tokenizer"], images[..., 0],
+                                       np.ones((size, size)), sampler.plan.layout)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image"):
@@ -193,31 +194,31 @@ def test_bad_editing_inputs_are_named(converted, reference, tmp_path):
 
 
 def test_bad_settings_are_named(converted):
-    cfg, _ = converted
+    spec, _ = converted
     with pytest.raises(ValueError, match="temperature"):
-        Sampler(cfg, SamplerSettings(temperature=0.0))
+        Sampler(spec, SamplerSettings(temperature=0.0))
     with pytest.raises(ValueError, match="cfg_list"):
-        Sampler(cfg, SamplerSettings(cfg_schedule="list", cfg_list=(1.0,)))
+        Sampler(spec, SamplerSettings(cfg_schedule="list", cfg_list=(1.0,)))
     with pytest.raises(ValueError, match="unknown cfg_schedule"):
-        Sampler(cfg, SamplerSettings(cfg_schedule="cosine"))
+        Sampler(spec, SamplerSettings(cfg_schedule="cosine"))
     with pytest.raises(ValueError, match="mr_scales"):
-        Sampler(cfg, SamplerSettings(mr=True, mr_scales=(99,)))
+        Sampler(spec, SamplerSettings(mr=True, mr_scales=(99,)))
 
 
 def test_sharded_sampling_equals_single_device(converted, reference):
     if jax.device_count() < 8:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set in conftest)")
-    cfg, params = converted
-    labels = np.arange(8) % cfg.transformer.num_classes
+    spec, params = converted
+    labels = np.arange(8) % spec.transformer.num_classes
     settings = _with(STOCHASTIC, mr=True)
-    single = Sampler(cfg, settings, mask="markov_prev").sample(params, labels, jax.random.key(9))
-    sampler = Sampler(cfg, settings, mask="markov_prev", mesh=parallel.make_mesh(2, 4))
+    single = Sampler(spec, settings, mask="markov_prev").sample(params, labels, jax.random.key(9))
+    sampler = Sampler(spec, settings, mask="markov_prev", mesh=parallel.make_mesh(2, 4))
     sharded = sampler.sample(params, labels, jax.random.key(9))
     assert len(sharded["idx_BL"].sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(sharded["idx_BL"]), np.asarray(single["idx_BL"]))
     np.testing.assert_array_equal(np.asarray(sharded["resampled_K"]), np.asarray(single["resampled_K"]))
-    np.testing.assert_allclose(_decode(cfg, params, sharded["f_hat_BhwC"]),
-                               _decode(cfg, params, single["f_hat_BhwC"]), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_decode(spec, params, sharded["f_hat_BhwC"]),
+                               _decode(spec, params, single["f_hat_BhwC"]), atol=1e-4, rtol=0)
 
 
 def test_outputs_png_grid_and_npz(tmp_path):
@@ -262,11 +263,11 @@ def test_token_filters_follow_var_semantics():
 def test_batch_that_does_not_divide_the_mesh_is_split_not_replicated(converted):
     if jax.device_count() < 8:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set in conftest)")
-    cfg, params = converted
-    labels = np.arange(10) % cfg.transformer.num_classes
+    spec, params = converted
+    labels = np.arange(10) % spec.transformer.num_classes
     settings = _with(STOCHASTIC, mr=True, mr_threshold=0.05)
-    single = Sampler(cfg, settings, mask="markov").sample(params, labels, jax.random.key(2))
-    sampler = Sampler(cfg, settings, mask="markov", mesh=parallel.make_mesh(2, 4))
+    single = Sampler(spec, settings, mask="markov").sample(params, labels, jax.random.key(2))
+    sampler = Sampler(spec, settings, mask="markov", mesh=parallel.make_mesh(2, 4))
     assert sampler.padded_batch(10) == 16
     sharded = sampler.sample(params, labels, jax.random.key(2))
     assert sharded["idx_BL"].shape[0] == 10

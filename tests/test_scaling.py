@@ -13,39 +13,44 @@ import pytest
 from conftest import REPO_ROOT, cli_env
 
 from srdd_jax import checkpoints, compilation_cache, experiment_config, losses, models, saved_models, scales
-from srdd_jax.sampling.sampler import Sampler, SamplerSettings
+from srdd_jax.modes import specs
+from srdd_jax.sampling.sampler import Sampler
+from srdd_jax.sampling.settings import SamplerSettings
 from srdd_jax.training import optimizer, steps
+from srdd_jax.training.spec import OptimSpec
 from srdd_jax.transformer import attention, legacy_layout
+from srdd_jax.transformer import spec as transformer_spec
 
 
-def _model(depth: int, **transformer):
+def _model(depth: int, **transformer) -> models.ModelSpec:
     cfg = experiment_config.tiny_model()
     cfg.transformer.update(dict(depth=depth, **transformer))
-    return cfg
+    return specs.model_spec(cfg)
 
 
-def _abstract(cfg, which):
+def _abstract(spec, which):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                        nn.unbox(models.abstract_params(cfg, which)))
+                        nn.unbox(models.Model(spec).abstract_params(which)))
 
 
-def _train_step_text(cfg) -> str:
-    tx, _ = optimizer.make_optimizer(experiment_config.optim_config(), 10, 2)
-    step = steps.make_transformer_step(models.build_transformer(cfg), models.build_tokenizer(cfg), tx)
-    state = jax.eval_shape(steps.unboxed_init(lambda r: models.create_params(cfg, r, "transformer"),
-                                              tx), jax.random.key(0))
-    size = models.build_tokenizer(cfg).image_size
+def _train_step_text(spec) -> str:
+    model = models.Model(spec)
+    tx, _ = optimizer.make_optimizer(OptimSpec(), 10, 2)
+    step = steps.make_transformer_step(model.transformer, model.tokenizer, tx)
+    state = jax.eval_shape(steps.unboxed_init(lambda r: model.create_params(r, "transformer"), tx),
+                           jax.random.key(0))
+    size = model.image_size
     batch = {"image": jax.ShapeDtypeStruct((2, size, size, 1), jnp.float32),
              "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
-    return jax.jit(step).lower(state, _abstract(cfg, "tokenizer"), batch,
+    return jax.jit(step).lower(state, _abstract(spec, "tokenizer"), batch,
                                jax.random.key(1)).as_text()
 
 
-def _sampler_text(cfg, mask: str) -> str:
-    sampler = Sampler(cfg, SamplerSettings(cfg=1.5, top_k=8), mask=mask)
+def _sampler_text(spec, mask: str) -> str:
+    sampler = Sampler(spec, SamplerSettings(cfg=1.5, top_k=8), mask=mask)
     length = sampler.sequence_length
     return sampler.jitted(2).lower(
-        _abstract(cfg, "tokenizer"), _abstract(cfg, "transformer"), sampler.tables,
+        _abstract(spec, "tokenizer"), _abstract(spec, "transformer"), sampler.plan,
         jax.ShapeDtypeStruct((2,), jnp.int32), jax.random.key(0), jax.ShapeDtypeStruct((), jnp.int32),
         jax.ShapeDtypeStruct((2, length), jnp.int32), jax.ShapeDtypeStruct((2, length), bool)
     ).as_text()
@@ -61,25 +66,25 @@ def test_programs_hold_one_block_whatever_the_depth():
 
 
 def test_parameters_are_stacked_over_layers_with_a_logical_axis():
-    cfg = _model(3)
-    boxed = models.abstract_params(cfg, "transformer")
+    spec = _model(3)
+    boxed = models.Model(spec).abstract_params("transformer")
     kernel = boxed["blocks"]["ffn"]["fc1"]["kernel"]
     assert kernel.names == ("layers", "embed", "mlp")
-    assert kernel.value.shape == (3, cfg.transformer.embed_dim, 4 * cfg.transformer.embed_dim)
+    assert kernel.value.shape == (3, spec.transformer.embed_dim, 4 * spec.transformer.embed_dim)
     assert not any(name.startswith("blocks_") for name in boxed)
 
 
 @pytest.mark.parametrize("drop_path_rate", [0.0, 0.3])
 def test_remat_policies_give_the_same_loss_and_gradients(drop_path_rate):
-    cfg = _model(3, drop_path_rate=drop_path_rate)
-    params = nn.unbox(models.init_params(cfg, jax.random.key(0), "transformer"))
-    length = scales.sequence_length(cfg.patch_nums)
-    x = jax.random.normal(jax.random.key(1), (4, length - 1, cfg.tokenizer.z_channels))
-    idx = jax.random.randint(jax.random.key(2), (4, length), 0, cfg.tokenizer.vocab_size)
+    spec = _model(3, drop_path_rate=drop_path_rate)
+    params = nn.unbox(models.Model(spec).init_params(jax.random.key(0), "transformer"))
+    length = scales.sequence_length(spec.patch_nums)
+    x = jax.random.normal(jax.random.key(1), (4, length - 1, spec.tokenizer.z_channels))
+    idx = jax.random.randint(jax.random.key(2), (4, length), 0, spec.tokenizer.vocab_size)
     labels = jnp.arange(4) % 10
     results = {}
     for remat in ("none", "dots", "full"):
-        model = models.build_transformer(cfg, remat=remat)
+        model = models.Model(spec.with_transformer(remat=remat)).transformer
         grad_fn = jax.jit(jax.value_and_grad(steps.transformer_loss, argnums=1, has_aux=True),
                           static_argnums=(0, 6))
         (loss, _), grads = grad_fn(model, params, x, idx, labels, jax.random.key(3), 0.0)
@@ -93,19 +98,19 @@ def test_remat_policies_give_the_same_loss_and_gradients(drop_path_rate):
 def test_drop_path_rates_grow_with_depth_from_zero():
     """Block i drops its branches with rate drop_path_rate * i / (depth - 1) (VAR's linspace): a
     one-block model never drops (train = eval without label dropout), a later block does."""
-    cfg = _model(1, drop_path_rate=0.5, cond_drop_rate=0.0, init_adaln_gamma=1.0)
-    params = nn.unbox(models.init_params(cfg, jax.random.key(0), "transformer"))
-    length = scales.sequence_length(cfg.patch_nums)
-    x = jax.random.normal(jax.random.key(1), (4, length - 1, cfg.tokenizer.z_channels))
-    model = models.build_transformer(cfg)
+    spec = _model(1, drop_path_rate=0.5, cond_drop_rate=0.0, init_adaln_gamma=1.0)
+    params = nn.unbox(models.Model(spec).init_params(jax.random.key(0), "transformer"))
+    length = scales.sequence_length(spec.patch_nums)
+    x = jax.random.normal(jax.random.key(1), (4, length - 1, spec.tokenizer.z_channels))
+    model = models.Model(spec).transformer
     labels = jnp.arange(4)
     evaluated = model.apply({"params": params}, labels, x)
     trained = model.apply({"params": params}, labels, x, train=True,
                           rngs={"dropout": jax.random.key(5)})
     np.testing.assert_allclose(trained, evaluated, atol=1e-6)
     deeper = _model(2, drop_path_rate=0.9, cond_drop_rate=0.0, init_adaln_gamma=1.0)
-    params = nn.unbox(models.init_params(deeper, jax.random.key(0), "transformer"))
-    model = models.build_transformer(deeper)
+    params = nn.unbox(models.Model(deeper).init_params(jax.random.key(0), "transformer"))
+    model = models.Model(deeper).transformer
     evaluated = model.apply({"params": params}, labels, x)
     trained = [model.apply({"params": params}, labels, x, train=True,
                            rngs={"dropout": jax.random.key(seed)}) for seed in range(4)]
@@ -118,11 +123,10 @@ def test_attention_implementation_is_chosen_and_checked():
         assert attention.resolve("auto", jnp.bfloat16, 64) == "xla"
         with pytest.raises(ValueError, match="model.transformer.attention='cudnn' needs"):
             attention.resolve("cudnn", jnp.bfloat16, 64)
-    cfg = _model(2, attention="flash")
     with pytest.raises(ValueError, match="model.transformer.attention='flash'"):
-        models.validate(cfg)
+        _model(2, attention="flash")
     with pytest.raises(ValueError, match="model.transformer.remat='some'"):
-        models.validate(_model(2, remat="some"))
+        _model(2, remat="some")
 
 
 def test_xla_attention_masks_keys_past_the_given_lengths():
@@ -139,13 +143,14 @@ def test_xla_attention_masks_keys_past_the_given_lengths():
 
 def test_creating_parameters_does_not_run_the_model_at_full_size():
     """No value in the init program of either model is as large as a full-size activation."""
-    cfg = _model(2)
-    length = scales.sequence_length(cfg.patch_nums)
-    image = models.build_tokenizer(cfg).image_size
-    for which, full in (("transformer", length * cfg.transformer.embed_dim),
-                        ("tokenizer", image * image * cfg.tokenizer.ch)):
-        jaxpr = jax.make_jaxpr(lambda r, w=which: models.create_params(cfg, r, w))(jax.random.key(0))
-        leaves = jax.tree.leaves(nn.unbox(models.abstract_params(cfg, which)))
+    spec = _model(2)
+    model = models.Model(spec)
+    length = scales.sequence_length(spec.patch_nums)
+    image = model.image_size
+    for which, full in (("transformer", length * spec.transformer.embed_dim),
+                        ("tokenizer", image * image * spec.tokenizer.ch)):
+        jaxpr = jax.make_jaxpr(lambda r, w=which: model.create_params(r, w))(jax.random.key(0))
+        leaves = jax.tree.leaves(nn.unbox(model.abstract_params(which)))
         params = {int(np.prod(x.shape)) for x in leaves}
         kernel_io = {tuple(x.shape[-2:]) for x in leaves if len(x.shape) == 4}
 
@@ -185,22 +190,22 @@ def _unstack_blocks(transformer_params: dict, depth: int) -> dict:
 
 
 def test_model_directory_in_the_per_block_layout_still_samples(tiny_demo_workdir, tmp_path):
-    params, cfg = saved_models.load_model(tiny_demo_workdir / "model")
+    params, spec = saved_models.load_model(tiny_demo_workdir / "model")
     params = jax.device_get(params)
     old = {"tokenizer": params["tokenizer"],
-           "transformer": _unstack_blocks(params["transformer"], cfg.transformer.depth)}
+           "transformer": _unstack_blocks(params["transformer"], spec.transformer.depth)}
     assert legacy_layout.is_unstacked(old["transformer"])
     old_dir = tmp_path / "old_model"
-    saved_models.save_model(str(old_dir), old, cfg)
+    saved_models.save_model(str(old_dir), old, spec)
     raw = json.loads((old_dir / checkpoints.CONFIG_FILE).read_text())
     for field in ("remat", "attention"):  # fields that did not exist then
         del raw["transformer"][field]
     (old_dir / checkpoints.CONFIG_FILE).write_text(json.dumps(raw))
     (old_dir / checkpoints.INTEGRITY_FILE).unlink()  # nor did integrity records
 
-    loaded, loaded_cfg = saved_models.load_model(str(old_dir))
+    loaded, loaded_spec = saved_models.load_model(str(old_dir))
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
-    assert loaded_cfg.transformer.remat == models.DEFAULT_REMAT
+    assert loaded_spec.transformer.remat == transformer_spec.DEFAULT_REMAT
     workdir = tmp_path / "sample_old"
     done = subprocess.run([sys.executable, "-m", "srdd_jax.main", "--config=configs/demo.py:tiny",
                            f"--workdir={workdir}", "--config.mode=sample",
@@ -231,14 +236,14 @@ def test_cross_entropy_matches_one_hot_label_smoothing():
 def test_parameters_are_created_and_loaded_directly_in_their_shardings(tmp_path):
     from srdd_jax import parallel
 
-    cfg = _model(2)
+    spec = _model(2)
     mesh = parallel.make_mesh(2, 4)
     fsdp = mesh.shape["fsdp"]
-    params = {w: nn.unbox(models.init_params(cfg, jax.random.key(0), w, mesh=mesh))
+    params = {w: nn.unbox(models.Model(spec).init_params(jax.random.key(0), w, mesh=mesh))
               for w in ("tokenizer", "transformer")}
     kernel = params["transformer"]["blocks"]["ffn"]["fc1"]["kernel"]
     assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // fsdp
-    saved_models.save_model(str(tmp_path / "m"), jax.device_get(params), cfg)
+    saved_models.save_model(str(tmp_path / "m"), jax.device_get(params), spec)
     loaded, _ = saved_models.load_model(str(tmp_path / "m"), mesh=mesh)
     kernel = loaded["transformer"]["blocks"]["ffn"]["fc1"]["kernel"]
     assert len(kernel.sharding.device_set) == 8

@@ -13,18 +13,17 @@ from srdd_jax import models, parallel
 def test_sharded_logits_equal_single_device(reference, converted, data, fsdp):
     if jax.device_count() < 8:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set in conftest)")
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
     reps = 8 // math.gcd(len(io["labels"]), 8)  # a batch that really splits over 8 devices
     labels = np.tile(io["labels"], reps)
     tokens = np.tile(io["var_input"], (reps, 1, 1))
-    module = models.build_transformer(cfg, mask="var")
+    module = models.Model(spec.with_transformer(mask="var")).transformer
     variables = {"params": params["transformer"]}
     single = jax.jit(module.apply)(variables, labels, tokens)
 
     mesh = parallel.make_mesh(data, fsdp)
-    shardings = {"params": parallel.param_shardings(
-        models.abstract_params(cfg, "transformer"), mesh)}
+    shardings = {"params": models.Model(spec).shardings(mesh, "transformer")}
     sharded_vars = jax.device_put(variables, shardings)
     kernel = sharded_vars["params"]["blocks"]["ffn"]["fc1"]["kernel"]
     assert len(kernel.sharding.device_set) == 8

@@ -9,12 +9,12 @@ import orbax.checkpoint as ocp
 import pytest
 import torch
 import torch.nn.functional as F
-from test_training import Recorder, _synthetic_source
+from test_training import Recorder, _synthetic_source, _validate
 
 from srdd_jax import experiment_config, parallel
 from srdd_jax.data.pipeline import BatchIterator
-from srdd_jax.modes import train, validation
-from srdd_jax.training import loop, perceptual, steps, tokenizer_losses
+from srdd_jax.modes import specs
+from srdd_jax.training import loop, perceptual, runs, steps, tokenizer_losses
 
 CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 
@@ -96,18 +96,18 @@ def _config(**tokenizer_training):
 ])
 def test_bad_tokenizer_loss_fields_are_named(field, value, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        validation.validate_config(_config(**{field: value}))
+        _validate(_config(**{field: value}))
 
 
 def _train(cfg, workdir, steps):
-    run = cfg.tokenizer_training
-    run.steps = steps
+    cfg.tokenizer_training.steps = steps
+    spec, run = specs.model_spec(cfg.model), specs.train_spec(cfg, "tokenizer_training")
     mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
-    boxed_init, tx, step, frozen = tokenizer_losses.build(cfg.model, run)
+    boxed_init, tx, step, frozen = tokenizer_losses.build(spec, run)
     writer = Recorder()
     params = loop.train("tokenizer", run, str(workdir), mesh,
                         BatchIterator(_synthetic_source(), run.batch_size, cfg.seed), boxed_init, tx,
-                        step, cfg.seed, train.tokenizer_context(cfg), frozen=frozen,
+                        step, cfg.seed, runs.tokenizer_context(spec), frozen=frozen,
                         frozen_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), frozen),
                         writer=writer)
     return params, writer.scalars, boxed_init
@@ -116,8 +116,8 @@ def _train(cfg, workdir, steps):
 def test_perceptual_term_in_the_step(tmp_path):
     np.savez(tmp_path / "lpips.npz", **_state_dict())
     cfg = _config(perceptual_weight=0.5, lpips_weights=str(tmp_path / "lpips.npz"))
-    validation.validate_config(cfg)
-    boxed_init, tx, step, frozen = tokenizer_losses.build(cfg.model, cfg.tokenizer_training)
+    parsed = _validate(cfg)
+    boxed_init, tx, step, frozen = tokenizer_losses.build(parsed.model, parsed.run("tokenizer_training"))
     state = jax.jit(steps.unboxed_init(boxed_init, tx))(jax.random.key(0))
     assert set(state.params) == {"tokenizer"}
     batch = next(BatchIterator(_synthetic_source(), 8, 0))
@@ -146,7 +146,9 @@ def test_adversarial_step_trains_the_discriminator_and_resumes(tmp_path, caplog)
     cfg.tokenizer_training.steps = 3  # the mode's entry point restores both and returns the tokenizer
     with caplog.at_level(logging.INFO):
         mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
-        tokenizer = train.train_tokenizer(cfg, str(tmp_path), mesh, _synthetic_source())
+        tokenizer = runs.tokenizer_params(specs.model_spec(cfg.model),
+                                          specs.train_spec(cfg, "tokenizer_training"), cfg.seed,
+                                          str(tmp_path), mesh, _synthetic_source())
     assert "tokenizer: resumed from step 2" in caplog.text
     assert set(tokenizer) == set(params["tokenizer"])
     assert (tmp_path / "samples" / "tokenizer_reconstructions.png").is_file()

@@ -12,8 +12,8 @@ from srdd_jax.tokenizer.vqvae import VQVAE
 
 @pytest.fixture(scope="module")
 def tokenizer(converted):
-    cfg, params = converted
-    module = models.build_tokenizer(cfg)
+    spec, params = converted
+    module = models.Model(spec).tokenizer
     variables = {"params": params["tokenizer"]}
 
     def run(method, x):
@@ -23,12 +23,13 @@ def tokenizer(converted):
 
 
 def test_config_is_read_from_the_checkpoint_and_agrees_with_config_json(reference, converted):
-    cfg, _ = converted
+    spec, _ = converted
     ref = reference["config"]
-    assert tuple(cfg.patch_nums) == tuple(ref["patch_nums"])
+    assert tuple(spec.patch_nums) == tuple(ref["patch_nums"])
     for key in ("vocab_size", "z_channels", "ch", "share_quant_resi"):
-        assert cfg.tokenizer[key] == ref[key], key
-    assert models.build_tokenizer(cfg).image_size == ref["image_size"]
+        assert getattr(spec.tokenizer, key) == ref[key], key
+    assert models.Model(spec).image_size == ref["image_size"]
+    assert models.Model(spec).tokenizer.image_size == ref["image_size"]
 
 
 def test_encoder_output(reference, tokenizer):
@@ -62,21 +63,21 @@ def test_fhat_reconstruction_and_teacher_forcing_input(reference, tokenizer):
 
 def test_next_scale_steps_rebuild_teacher_forcing_input(reference, converted):
     """Chaining the sampler's per-scale step reproduces the teacher-forcing input and f_hat."""
-    cfg, params = converted
-    module = models.build_tokenizer(cfg)
+    spec, params = converted
+    module = models.Model(spec).tokenizer
     io = reference["io"]
-    patch_nums = tuple(cfg.patch_nums)
+    patch_nums = tuple(spec.patch_nums)
 
     def chain(variables, idx_BL):
         def body(mdl):
             b = idx_BL.shape[0]
-            f_hat = jnp.zeros((b, patch_nums[-1], patch_nums[-1], cfg.tokenizer.z_channels))
+            f_hat = jnp.zeros((b, patch_nums[-1], patch_nums[-1], spec.tokenizer.z_channels))
             inputs, begin = [], 0
             for si, pn in enumerate(patch_nums):
                 h = mdl.embed_scale(idx_BL[:, begin:begin + pn * pn], pn)
                 begin += pn * pn
                 f_hat, nxt = mdl.next_scale_input(si, f_hat, h)
-                inputs.append(nxt.reshape(b, -1, cfg.tokenizer.z_channels))
+                inputs.append(nxt.reshape(b, -1, spec.tokenizer.z_channels))
             return f_hat, jnp.concatenate(inputs[:-1], axis=1)
 
         return module.apply(variables, method=body)
@@ -87,8 +88,8 @@ def test_next_scale_steps_rebuild_teacher_forcing_input(reference, converted):
 
 
 def test_bad_shapes_are_named(converted):
-    cfg, params = converted
-    module = models.build_tokenizer(cfg)
+    spec, params = converted
+    module = models.Model(spec).tokenizer
     variables = {"params": params["tokenizer"]}
     with pytest.raises(ValueError, match="NHWC"):
         module.apply(variables, np.zeros((1, 3, 256, 256), np.float32), method=VQVAE.encode)

@@ -17,8 +17,8 @@ from PIL import Image
 from srdd_jax import errors, experiment_config, models, parallel
 from srdd_jax.data import sources
 from srdd_jax.data.pipeline import BatchIterator
-from srdd_jax.modes import train, validation
-from srdd_jax.training import loop, optimizer, steps
+from srdd_jax.modes import registry, specs
+from srdd_jax.training import loop, optimizer, runs, steps
 
 
 def _synthetic_source(n=64, size=16, classes=10, channels=1) -> sources.Source:
@@ -36,6 +36,12 @@ def _config(**changes):
     cfg.sample.per_class, cfg.sample.batch_size = 1, 10
     cfg.update(changes)
     return cfg
+
+
+def _validate(config):
+    """What `experiment.run` checks before anything runs: the mode, then every section."""
+    registry.get(config.mode)
+    return specs.parse(config)
 
 
 class Recorder(metric_writers.MetricWriter):
@@ -81,8 +87,9 @@ class KilledError(Exception):
 
 def _train_transformer(cfg, workdir, mesh, writer, kill_at=None):
     source = _synthetic_source()
-    tok_params = nn.unbox(models.init_params(cfg.model, jax.random.key(7), "tokenizer"))
-    run = cfg.training
+    spec, run = specs.model_spec(cfg.model), specs.train_spec(cfg, "training")
+    model = models.Model(spec)
+    tok_params = nn.unbox(model.init_params(jax.random.key(7), "tokenizer"))
     tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
 
     def on_checkpoint(step, params):
@@ -92,10 +99,9 @@ def _train_transformer(cfg, workdir, mesh, writer, kill_at=None):
     tok_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), tok_params)
     return loop.train(
         "transformer", run, str(workdir), mesh, BatchIterator(source, run.batch_size, cfg.seed),
-        lambda rng: models.init_params(cfg.model, rng, "transformer"), tx,
-        steps.make_transformer_step(models.build_transformer(cfg.model),
-                                    models.build_tokenizer(cfg.model), tx),
-        cfg.seed, train.transformer_context(cfg, str(workdir)), frozen=(tok_params,),
+        lambda rng: model.init_params(rng, "transformer"), tx,
+        steps.make_transformer_step(model.transformer, model.tokenizer, tx),
+        cfg.seed, runs.transformer_context(spec, str(workdir)), frozen=(tok_params,),
         frozen_shardings=(tok_shardings,), writer=writer, on_checkpoint=on_checkpoint)
 
 
@@ -142,7 +148,8 @@ def test_image_folder_skips_and_counts_corrupt_images(tmp_path):
     cfg.tokenizer_training.steps = 2
     cfg.tokenizer_training.batch_size = 8
     mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
-    params = train.train_tokenizer(cfg, str(tmp_path / "run"), mesh, data)
+    params = runs.tokenizer_params(specs.model_spec(cfg.model), specs.train_spec(cfg, "tokenizer_training"),
+                                   cfg.seed, str(tmp_path / "run"), mesh, data)
     assert np.isfinite(np.asarray(jax.tree.leaves(params)[0])).all()
 
 
@@ -152,15 +159,15 @@ def test_sharded_train_step_equals_single_device():
     cfg = _config()
     source = _synthetic_source()
     batch_np = next(BatchIterator(source, 8, seed=0))
-    tok_params = nn.unbox(models.init_params(cfg.model, jax.random.key(7), "tokenizer"))
-    tx, _ = optimizer.make_optimizer(cfg.training.optim, 10, 8)
-    step = steps.make_transformer_step(models.build_transformer(cfg.model),
-                                       models.build_tokenizer(cfg.model), tx)
-    init = steps.unboxed_init(lambda r: models.init_params(cfg.model, r, "transformer"), tx)
+    model = models.Model(specs.model_spec(cfg.model))
+    tok_params = nn.unbox(model.init_params(jax.random.key(7), "tokenizer"))
+    tx, _ = optimizer.make_optimizer(specs.train_spec(cfg, "training").optim, 10, 8)
+    step = steps.make_transformer_step(model.transformer, model.tokenizer, tx)
+    init = steps.unboxed_init(lambda r: model.init_params(r, "transformer"), tx)
     results = []
     for mesh in (parallel.make_mesh(1, 1, jax.devices()[:1]), parallel.make_mesh(2, 4)):
         boxed = jax.eval_shape(lambda r: steps.init_state(
-            lambda k: models.init_params(cfg.model, k, "transformer"), tx, r), jax.random.key(0))
+            lambda k: model.init_params(k, "transformer"), tx, r), jax.random.key(0))
         shardings = parallel.param_shardings(boxed, mesh)
         state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
         batch = loop.global_batch(batch_np, mesh)
@@ -288,12 +295,13 @@ def test_bad_config_values_are_named(field, value, message):
         node = node[name]
     node[leaf] = value
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        validation.validate_config(cfg)
+        _validate(cfg)
 
 
 def test_optimizer_recipe():
     cfg = _config()
-    params = nn.unbox(models.init_params(cfg.model, jax.random.key(0), "transformer"))
+    params = nn.unbox(models.Model(specs.model_spec(cfg.model)).init_params(jax.random.key(0),
+                                                                            "transformer"))
     mask = optimizer.decay_mask(params)
     assert mask["blocks"]["ffn"]["fc1"]["kernel"] and mask["class_emb"]["embedding"]
     assert not mask["pos_embed"] and not mask["blocks"]["ffn"]["fc1"]["bias"]

@@ -12,15 +12,15 @@ CASES = [("var", "logits_var"), ("markov", "logits_markov_self"),
          ("markov_prev", "logits_markov_prev")]
 
 
-def _logits(cfg, params, labels, x, **overrides):
-    module = models.build_transformer(cfg, **overrides)
+def _logits(spec, params, labels, x, **overrides):
+    module = models.Model(spec.with_transformer(**overrides)).transformer
     return np.asarray(jax.jit(module.apply)({"params": params["transformer"]}, labels, x))
 
 
 def test_config_agrees_with_config_json(reference, converted):
-    cfg, _ = converted
+    spec, _ = converted
     ref = reference["config"]
-    tr = cfg.transformer
+    tr = spec.transformer
     assert (tr.depth, tr.embed_dim, tr.num_heads, tr.num_classes) == (
         ref["depth"], ref["embed_dim"], ref["num_heads"], ref["num_classes"])
     assert (tr.attn_l2_norm, tr.shared_aln) == (ref["attn_l2_norm"], ref["shared_aln"])
@@ -28,33 +28,33 @@ def test_config_agrees_with_config_json(reference, converted):
 
 @pytest.mark.parametrize("mask,key", CASES)
 def test_teacher_forced_logits(reference, converted, mask, key):
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
-    logits = _logits(cfg, params, io["labels"], io["var_input"], mask=mask)
+    logits = _logits(spec, params, io["labels"], io["var_input"], mask=mask)
     np.testing.assert_allclose(logits, io[key], atol=1e-3, rtol=0)
 
 
 def test_null_class_logits(reference, converted):
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
-    null = np.full_like(io["labels"], cfg.transformer.num_classes)
-    logits = _logits(cfg, params, null, io["var_input"], mask="var")
+    null = np.full_like(io["labels"], spec.transformer.num_classes)
+    logits = _logits(spec, params, null, io["var_input"], mask="var")
     np.testing.assert_allclose(logits, io["logits_null"], atol=1e-3, rtol=0)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits(reference, converted):
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
-    logits = _logits(cfg, params, io["labels"], io["var_input"], mask="var", dtype="bfloat16")
+    logits = _logits(spec, params, io["labels"], io["var_input"], mask="var", dtype="bfloat16")
     assert logits.dtype == np.float32
     # bf16 has ~3 significant digits: the logits stay close, not equal.
     assert np.abs(logits - io["logits_var"]).max() < 0.1 * np.abs(io["logits_var"]).max()
 
 
 def test_training_mode_drops_labels_and_paths(reference, converted):
-    cfg, params = converted
+    spec, params = converted
     io = reference["io"]
-    module = models.build_transformer(cfg, cond_drop_rate=0.99, drop_path_rate=0.5)
+    module = models.Model(spec.with_transformer(cond_drop_rate=0.99, drop_path_rate=0.5)).transformer
     variables = {"params": params["transformer"]}
     eval_logits = jax.jit(module.apply)(variables, io["labels"], io["var_input"])
     train_logits = jax.jit(lambda v, y, x, r: module.apply(v, y, x, train=True,
@@ -65,9 +65,9 @@ def test_training_mode_drops_labels_and_paths(reference, converted):
 
 
 def test_fresh_init_follows_var_recipe(converted):
-    cfg, _ = converted
-    params = nn.unbox(models.init_params(cfg, jax.random.key(1), "transformer"))
-    c = cfg.transformer.embed_dim
+    spec, _ = converted
+    params = nn.unbox(models.Model(spec).init_params(jax.random.key(1), "transformer"))
+    c = spec.transformer.embed_dim
     ada = params["blocks"]["ada_lin"]["kernel"][0]
     std = (1 / (3 * c)) ** 0.5
     assert np.std(ada[:, :2 * c]) < 1e-3 * std  # gammas start near zero (init_adaln_gamma)
@@ -77,22 +77,16 @@ def test_fresh_init_follows_var_recipe(converted):
 
 
 def test_bad_inputs_and_config_values_are_named(converted):
-    cfg, params = converted
-    module = models.build_transformer(cfg)
+    spec, params = converted
+    module = models.Model(spec).transformer
     variables = {"params": params["transformer"]}
     with pytest.raises(ValueError, match="teacher-forcing input must be"):
         module.apply(variables, jnp.zeros((2,), jnp.int32), jnp.zeros((2, 5, 8)))
-    bad = cfg.copy_and_resolve_references()
-    width = cfg.transformer.embed_dim
-    bad.transformer.num_heads = next(h for h in range(2, width) if width % h)
-    with pytest.raises(ValueError, match=f"embed_dim=.* not divisible by num_heads="
-                                         f"{bad.transformer.num_heads}"):
-        models.build_transformer(bad)
-    bad = cfg.copy_and_resolve_references()
-    bad.transformer.mask = "causal"
+    width = spec.transformer.embed_dim
+    num_heads = next(h for h in range(2, width) if width % h)
+    with pytest.raises(ValueError, match=f"embed_dim=.* not divisible by num_heads={num_heads}"):
+        spec.with_transformer(num_heads=num_heads)
     with pytest.raises(ValueError, match="unknown attention mask"):
-        models.build_transformer(bad)
-    bad = cfg.copy_and_resolve_references()
-    bad.patch_nums = (1, 3, 2)
+        spec.with_transformer(mask="causal")
     with pytest.raises(ValueError, match="strictly increasing"):
-        models.build_tokenizer(bad)
+        spec.replace(patch_nums=(1, 3, 2))
