@@ -85,11 +85,13 @@ def measure(mask: str, depth: int, batch: int, repeats: int) -> dict:
 
 
 def main() -> None:
+    from srdd_jax.transformer import masks
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--depth", type=int, default=16)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=["var", "markov", "markov_prev"], help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=masks.NAMES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
         print(json.dumps(measure(args.only, args.depth, args.batch, args.repeats)))

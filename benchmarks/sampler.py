@@ -30,13 +30,11 @@ def useful_flops(spec, sampler, rows: int) -> float:
     c, v, cv = tr.embed_dim, tok.vocab_size, tok.z_channels
     hidden = round(c * tr.mlp_ratio)
     lay = sampler.plan.layout
-    total, previous = 0.0, 0
-    for k, pn in enumerate(lay.patch_nums):
+    total = 0.0
+    for pn, (k0, k1) in zip(lay.patch_nums, sampler.plan.mask.key_ranges(lay.patch_nums)):
         n = pn * pn
-        keys = {"var": lay.begins[k] + n, "markov": n, "markov_prev": previous + n}[sampler.plan.mask.name]
-        per_block = 2 * n * c * (3 * c + c + 2 * hidden) + 4 * n * keys * c
+        per_block = 2 * n * c * (3 * c + c + 2 * hidden) + 4 * n * (k1 - k0) * c
         total += rows * (tr.depth * per_block + 2 * n * c * v + 2 * n * cv * c)
-        previous = n
     return total
 
 

@@ -83,14 +83,15 @@ def transformer_flops(patch_nums, depth: int, width: int, vocab: int, z_channels
     """Matmul FLOPs of one sampled batch over the real tokens of every scale: blocks (qkv, proj,
     MLP, attention over the keys the mask allows), head and word embedding, for the rows each
     scale runs (2B where guided)."""
+    from srdd_jax.transformer import masks
+
     hidden = round(width * mlp_ratio)
-    total, before, previous = 0.0, 0, 0
-    for pn, rows in zip(patch_nums, rows_per_scale):
+    total = 0.0
+    key_ranges = masks.get(mask).key_ranges(patch_nums)
+    for pn, rows, (k0, k1) in zip(patch_nums, rows_per_scale, key_ranges):
         n = pn * pn
-        keys = {"var": before + n, "markov": n, "markov_prev": previous + n}[mask]
-        per_block = 2 * n * width * (4 * width + 2 * hidden) + 4 * n * keys * width
+        per_block = 2 * n * width * (4 * width + 2 * hidden) + 4 * n * (k1 - k0) * width
         total += rows * (depth * per_block + 2 * n * width * vocab + 2 * n * z_channels * width)
-        before, previous = before + n, n
     return total
 
 
