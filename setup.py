@@ -26,6 +26,9 @@ setup(
         "pillow>=10.0",
         # srdd_jax.pretrained: VAR's released weights from the Hugging Face Hub (and its cache).
         "huggingface_hub>=0.24",
+        # Image folders larger than memory (data/folder_stream.py): lazy decoding, per-process
+        # shards, worker processes, resumable iterator state.
+        "grain>=0.2.12",
     ],
     extras_require={
         # Only for reading PyTorch .pth checkpoints (python -m srdd_jax.convert).

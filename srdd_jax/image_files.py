@@ -51,10 +51,13 @@ def is_grey(path) -> bool | None:
         return None
 
 
-def decode(path, mode: str, size: int | None = None) -> np.ndarray:
+def decode(path, mode: str, size: int | None = None, crop_at: tuple[float, float] | None = None,
+           flip: bool = False) -> np.ndarray:
     """uint8 (H, W, C) pixels of an image file (a path or a file object) in `mode`, C = 3 for
-    "RGB" and 1 for "L". With `size`, by VAR's evaluation transform: the shorter side resized to
-    round(1.125 * size) (Lanczos, transparency premultiplied), then a centre crop to size x size.
+    "RGB" and 1 for "L". With `size`, by VAR's transforms: the shorter side resized to
+    round(1.125 * size) (Lanczos, transparency premultiplied), then a size x size crop: the centre
+    (evaluation), or with `crop_at` = (top, left) fractions in [0, 1] of the free margin, that
+    window (training's random crop draws them); `flip` mirrors the crop left to right.
 
     Raises UnreadableImageError naming the file and the formats to use.
     """
@@ -62,7 +65,7 @@ def decode(path, mode: str, size: int | None = None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                return _pixels(img, mode, size)
+                return _pixels(img, mode, size, crop_at, flip)
     except FileNotFoundError:
         raise
     except _PIL_FAILURES as err:
@@ -71,7 +74,8 @@ def decode(path, mode: str, size: int | None = None) -> np.ndarray:
             f"({', '.join(e[1:].upper() for e in IMAGE_EXTENSIONS)})") from err
 
 
-def _pixels(img: Image.Image, mode: str, size: int | None) -> np.ndarray:
+def _pixels(img: Image.Image, mode: str, size: int | None, crop_at=None, flip: bool = False
+            ) -> np.ndarray:
     transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
     img = img.convert("RGBA" if transparent else mode)
     if size is not None:
@@ -79,8 +83,13 @@ def _pixels(img: Image.Image, mode: str, size: int | None) -> np.ndarray:
         scale = round(1.125 * size) / min(w, h)
         img = img.resize((max(round(w * scale), size), max(round(h * scale), size)), Image.LANCZOS)
         w, h = img.size
-        left, top = (w - size) // 2, (h - size) // 2
+        if crop_at is None:
+            left, top = (w - size) // 2, (h - size) // 2
+        else:
+            top, left = round(crop_at[0] * (h - size)), round(crop_at[1] * (w - size))
         img = img.crop((left, top, left + size, top + size))
+        if flip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if transparent:
         white = Image.new("RGBA", img.size, "white")
         white.alpha_composite(img)

@@ -34,6 +34,23 @@ def load(data: DataSpec, spec: models.ModelSpec, split: str = "") -> sources.Sou
         return tfds_source.load(data.name, split, size, channels, data.tfds_data_dir,
                                 data.manual_dir, data.max_in_memory_mb,
                                 data.shuffle_buffer)
+    return _image_folder(data, size, channels)
+
+
+def _image_folder(data: DataSpec, size: int, channels: int):
+    """An image folder in memory, or streamed through grain (see DataSpec)."""
+    from srdd_jax.data import folder_stream
+
+    stream = folder_stream.FolderStream(data.root, size, channels, data.train_crop, data.flip,
+                                        data.workers)
+    size_mb = stream.num_examples * size * size * channels / 2**20
+    augmented = data.train_crop == "random" or data.flip
+    if data.streaming == "always" or augmented or (data.streaming == "auto"
+                                                   and size_mb > data.max_in_memory_mb):
+        logging.info("%s: streaming %d images (%.0f MiB at %d px; data.streaming=%s, train_crop=%s,"
+                     " %d decoding workers)", data.root, stream.num_examples, size_mb, size,
+                     data.streaming, data.train_crop, stream.workers)
+        return stream
     return sources.image_folder(data.root, size, channels)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 SOURCES = ("fashion_mnist", "image_folder", "tfds")
+TRAIN_CROPS = ("center", "random")
+STREAMING = ("auto", "always", "never")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,7 +15,15 @@ class DataSpec:
     `split` from tfds_data_dir (may be gs://; default ~/tensorflow_datasets), manual downloads
     (imagenet2012) in manual_dir; splits whose resized images exceed max_in_memory_mb are
     streamed, shuffled per epoch in a shuffle_buffer-record window. image_size: 0 = the model's;
-    else it must equal it, or with model_from_data it sets it."""
+    else it must equal it, or with model_from_data it sets it.
+
+    Image folders: `streaming` 'auto' reads a folder into memory when its images at the model's
+    size fit in max_in_memory_mb, else streams it through grain (`data/folder_stream.py`: files
+    decoded when read, per-process shards, resumable); 'always' / 'never' choose. `train_crop`:
+    the training transform after the shorter-side resize, 'center' (as evaluation) or 'random'
+    (VAR's trainer; drawn per read, so the folder streams), with a left-right mirror half the time
+    when `flip`. `workers`: decoding processes of a stream (-1: one per core beyond two, at most
+    16; 0: threads of the training process)."""
 
     source: str = "fashion_mnist"
     root: str = ""
@@ -24,6 +34,10 @@ class DataSpec:
     max_in_memory_mb: float = 2048.0
     shuffle_buffer: int = 4096
     image_size: int = 0
+    streaming: str = "auto"
+    train_crop: str = "center"
+    flip: bool = False
+    workers: int = -1
 
     def validate(self) -> None:
         if self.source not in SOURCES:
@@ -36,6 +50,19 @@ class DataSpec:
                              "model's image size)")
         if self.shuffle_buffer < 1:
             raise ValueError(f"config.data.shuffle_buffer={self.shuffle_buffer} must be >= 1")
+        if self.streaming not in STREAMING:
+            raise ValueError(f"config.data.streaming={self.streaming!r}: choose one of "
+                             f"{', '.join(STREAMING)}")
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(f"config.data.train_crop={self.train_crop!r}: choose one of "
+                             f"{', '.join(TRAIN_CROPS)}")
+        if (self.train_crop == "random" or self.flip) and self.streaming == "never":
+            raise ValueError("config.data.train_crop='random' and data.flip draw a new crop at every "
+                             "read, which needs the streamed folder: set data.streaming to 'auto' "
+                             "or 'always'")
+        if self.workers < -1:
+            raise ValueError(f"config.data.workers={self.workers} must be >= 0, or -1 for one per "
+                             "core beyond two")
 
     def replace(self, **changes) -> DataSpec:
         return dataclasses.replace(self, **changes)

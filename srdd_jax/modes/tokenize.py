@@ -36,7 +36,8 @@ def run(config, specs: ExperimentSpec, workdir: str, mesh, overrides: dict) -> s
                                             specs.run("training").batch_size)
     if workdir_record.is_main():
         meta = dict(tokens.tokenizer_fingerprint(spec, tok_params),
-                    class_names=list(source.class_names), data=dataclasses.asdict(specs.data))
+                    class_names=list(source.class_names), data=dataclasses.asdict(specs.data),
+                    transform="center")  # the evaluation transform (ordered reads), whatever train_crop
         tokens.write_cache(directory, idx_NL, labels_N, meta)
         logging.info("wrote %d token sequences (%d unreadable images skipped) to %s", len(idx_NL),
                      len(source.skipped), directory)
