@@ -139,3 +139,43 @@ def test_training_streams_a_folder_with_random_crops_and_worker_processes(tmp_pa
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "restore" in again.stderr
+
+
+_TWO_PROCESS_READER = """
+import json, sys
+import jax
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+import numpy as np
+from srdd_jax.data import loading
+from srdd_jax.data.folder_stream import FolderStream
+stream = FolderStream(sys.argv[3], 16, 3, train_crop="random", workers=0)
+batches = loading.iterator(stream, 4, seed=2)  # this process's part, by jax.process_index()
+ids = [np.round((next(batches)["image"][:, 0, 0, 0] + 1) * 127.5 / 10).astype(int).tolist()
+       for _ in range(12)]
+json.dump({"process": jax.process_index(), "ids": ids}, open(sys.argv[4], "w"))
+"""
+
+
+@pytest.mark.slow
+def test_two_jax_processes_read_disjoint_parts_that_cover_each_epoch(tmp_path):
+    import socket
+
+    root = _folder(tmp_path / "images")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    runs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_READER, f"127.0.0.1:{port}",
+                              str(p), str(root), str(tmp_path / f"ids{p}.json")], cwd=REPO_ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for p in range(2)]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stdout.read()[-3000:]
+    parts = [json.loads((tmp_path / f"ids{p}.json").read_text())["ids"] for p in range(2)]
+    steps = CLASSES * PER_CLASS // 4
+    for epoch in range(2):
+        seen = []
+        for step in range(epoch * steps, (epoch + 1) * steps):
+            assert not set(parts[0][step]) & set(parts[1][step])
+            seen += parts[0][step] + parts[1][step]
+        assert sorted(seen) == list(range(CLASSES * PER_CLASS))
