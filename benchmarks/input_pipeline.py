@@ -1,15 +1,14 @@
 """The streamed image-folder pipeline (srdd_jax/data/folder_stream.py): throughput and memory.
 
-Makes (once, in --dir) a folder of N and one of 4N 256 px JPEG photos-like images (smooth colour
-fields with noise, about the size of real photos' JPEGs, 10 classes), then, each in its own
-process:
+Makes (once, in --dir) a folder of N and one of 4N photo-like JPEGs at ImageNet's typical size,
+500 x 375 (smooth colour fields with noise, 10 classes), then, each in its own process:
 - images/s of training batches (decode, shorter-side resize to 288, random 256 crop, batch) with
   0 workers (threads of the process), 1 and 2 worker processes, after a warm-up;
 - peak RSS of the process (and the sum of its workers' peaks) while reading the same number of
   batches from the N- and the 4N-image folder: the stream holds the file list, never the images,
   so the peak does not grow with the folder.
 
-    python benchmarks/input_pipeline.py [--images 5000] [--batch 32] [--batches 40] [--dir DIR]
+    python benchmarks/input_pipeline.py [--images 5000] [--batch 32] [--batches 80] [--dir DIR]
 
 Prints one JSON object.
 """
@@ -29,7 +28,7 @@ SIZE = 256
 
 
 def make_folder(root: str, count: int, seed: int = 0) -> str:
-    """`count` 320 x 288 JPEGs under root/class_k/, written once (an existing folder is reused)."""
+    """`count` 500 x 375 JPEGs under root/class_k/, written once (an existing folder is reused)."""
     import numpy as np
     from PIL import Image
 
@@ -41,7 +40,7 @@ def make_folder(root: str, count: int, seed: int = 0) -> str:
         folder = os.path.join(root, f"class_{i % 10}")
         os.makedirs(folder, exist_ok=True)
         corners = rng.uniform(0, 255, (2, 2, 3))
-        ys, xs = np.linspace(0, 1, 288)[:, None, None], np.linspace(0, 1, 320)[None, :, None]
+        ys, xs = np.linspace(0, 1, 375)[:, None, None], np.linspace(0, 1, 500)[None, :, None]
         field = (corners[0, 0] * (1 - ys) * (1 - xs) + corners[0, 1] * (1 - ys) * xs
                  + corners[1, 0] * ys * (1 - xs) + corners[1, 1] * ys * xs)
         pixels = np.clip(field + rng.normal(0, 12, field.shape), 0, 255).astype(np.uint8)
@@ -88,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=80)
     parser.add_argument("--dir", default="/tmp/srdd_input_pipeline")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
@@ -96,8 +95,9 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, args.workers, args.batch, args.batches)))
         return
-    small = make_folder(os.path.join(args.dir, f"n{args.images}"), args.images)
-    large = make_folder(os.path.join(args.dir, f"n{4 * args.images}"), 4 * args.images, seed=1)
+    small = make_folder(os.path.join(args.dir, f"n{args.images}_500x375"), args.images)
+    large = make_folder(os.path.join(args.dir, f"n{4 * args.images}_500x375"), 4 * args.images,
+                        seed=1)
     rate = {f"workers_{w}": in_subprocess(small, w, args.batch, args.batches) for w in (0, 1, 2)}
     memory = {f"{name}_images": in_subprocess(root, 0, args.batch, args.batches)
               for name, root in (("n", small), ("4n", large))}
