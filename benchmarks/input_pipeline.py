@@ -6,9 +6,12 @@ Makes (once, in --dir) a folder of N and one of 4N photo-like JPEGs at ImageNet'
   0 workers (threads of the process), 1 and 2 worker processes, after a warm-up;
 - peak RSS of the process (and the sum of its workers' peaks) while reading the same number of
   batches from the N- and the 4N-image folder: the stream holds the file list, never the images,
-  so the peak does not grow with the folder.
+  so the peak does not grow with the folder;
+- with --train, the peak RSS of a whole training run (`python -m srdd_jax.main` with
+  configs/image_folder.py:32, the folder streamed with random crops, 20 tokenizer and 20
+  transformer steps of batch 32) on the N- and the 4N-image folder.
 
-    python benchmarks/input_pipeline.py [--images 5000] [--batch 32] [--batches 80] [--dir DIR]
+    python benchmarks/input_pipeline.py [--images 5000] [--batch 32] [--batches 80] [--dir DIR] [--train]
 
 Prints one JSON object.
 """
@@ -83,6 +86,26 @@ def in_subprocess(root: str, workers: int, batch: int, batches: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def training_peak_rss_mb(root: str, workdir: str) -> dict:
+    """Peak RSS of one training run on `root` (its own process, measured by a wrapper process)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "srdd_jax.main", "--config=configs/image_folder.py:32",
+               f"--workdir={workdir}", f"--config.data.root={root}", "--config.data.streaming=always",
+               "--config.data.train_crop=random", "--config.tokenizer_training.steps=20",
+               "--config.training.steps=20", "--config.tokenizer_training.checkpoint_every=20",
+               "--config.training.checkpoint_every=20", "--config.compilation_cache=off"]
+    wrapper = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
+               "code = subprocess.run(sys.argv[1:]).returncode; "
+               "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "
+               "time.perf_counter() - start)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *command], cwd=repo, capture_output=True,
+                         text=True, check=True)
+    code, peak, seconds = out.stdout.split()[-3:]
+    if code != "0":
+        raise RuntimeError(f"training on {root} failed:\n{out.stderr[-3000:]}")
+    return {"peak_rss_mb": float(peak), "seconds": float(seconds)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=5000)
@@ -90,6 +113,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=80)
     parser.add_argument("--dir", default="/tmp/srdd_input_pipeline")
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--train", action="store_true", help="also the peak RSS of training runs")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -101,12 +125,18 @@ def main() -> None:
     rate = {f"workers_{w}": in_subprocess(small, w, args.batch, args.batches) for w in (0, 1, 2)}
     memory = {f"{name}_images": in_subprocess(root, 0, args.batch, args.batches)
               for name, root in (("n", small), ("4n", large))}
-    print(json.dumps({
+    report = {
         "date": time.strftime("%Y-%m-%d"), "cpu_cores": os.cpu_count(), "image_size": SIZE,
         "batch": args.batch, "batches": args.batches, "throughput": rate, "memory": memory,
         "peak_rss_growth_mb_4n_over_n": (memory["4n_images"]["peak_rss_mb"]
                                          - memory["n_images"]["peak_rss_mb"]),
-    }, indent=1))
+    }
+    if args.train:
+        training = {f"{name}_images": training_peak_rss_mb(root, os.path.join(args.dir, f"run_{name}"))
+                    for name, root in (("n", small), ("4n", large))}
+        report["training"] = dict(training, peak_rss_growth_mb_4n_over_n=(
+            training["4n_images"]["peak_rss_mb"] - training["n_images"]["peak_rss_mb"]))
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
