@@ -1,8 +1,10 @@
-"""VAR's scale-wise AdaLN transformer, with the attention mask as a choice (`var`, `markov`, ...).
+"""VAR's scale-wise AdaLN transformer. Every module takes its settings as one `TransformerSpec`
+(transformer/spec.py); the attention mask (`var`, `markov`, ...) comes from the registry in
+transformer/masks.py and only shapes teacher forcing: the sampler's step takes key segments.
 
 Parameters are float32 and carry logical axis names (`layers`, `embed`, `mlp`, `qkv`, `heads`,
 `vocab`, `classes`, `levels`, `tokens`, `adaln`, `latent`, `joined_heads`) that `srdd_jax.parallel`
-maps to mesh axes. Compute runs in `dtype`; layer norms, softmax, the head and the logits stay
+maps to mesh axes. Compute runs in the spec's `dtype`; layer norms, softmax, the head and the logits stay
 float32.
 
 The `depth` blocks are one `nn.scan` over a stacked parameter tree (`params['blocks']`, leading
