@@ -97,8 +97,9 @@ class ModelSpec:
     def training_identity(self) -> dict:
         """What a training run's checkpoints must agree on: every field but the execution ones."""
         raw = self.to_dict()
-        for path in self.field_paths(EXECUTION):
-            del raw["transformer"][path.split(".", 1)[1]]
+        for field in dataclasses.fields(TransformerSpec):
+            if transformer_spec.kind_of(field) == EXECUTION:
+                del raw["transformer"][field.name]
         return raw
 
 
@@ -118,12 +119,12 @@ class Model:
     _made: dict = {}  # spec -> Model
 
     def __new__(cls, spec: ModelSpec):
-        if spec in cls._made:
-            return cls._made[spec]
         if not isinstance(spec, ModelSpec):
             raise TypeError(f"Model takes a ModelSpec, got {type(spec).__name__}: read a config "
                             "section with modes.specs.model_spec, a JSON dict with "
                             "ModelSpec.from_dict")
+        if spec in cls._made:
+            return cls._made[spec]
         model = cls._made[spec] = super().__new__(cls)
         model.spec = spec
         model.tokenizer = model.tokenizer_in(jnp.float32)

@@ -20,7 +20,6 @@ the resumable position never depend on which files failed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 
 import grain
@@ -28,7 +27,7 @@ import numpy as np
 from absl import flags, logging
 
 from srdd_jax import errors, image_files
-from srdd_jax.data import sources
+from srdd_jax.data import pipeline, sources
 
 
 def default_workers() -> int:
@@ -53,40 +52,25 @@ class FolderStream:
         self.mode = "RGB" if channels == 3 else "L"
 
     # ----------------------------------------------------------------------- evaluation reads
-    def _centre(self, path: str):
-        try:
-            return image_files.decode(path, self.mode, self.image_size)
-        except image_files.UnreadableImageError as error:
-            return error
-
     def ordered(self, batch: int):
-        """(uint8 (b, H, W, C) images, int32 (b,) labels) batches in file order with the centre
-        crop; unreadable files are skipped (and counted)."""
-        with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-            for start in range(0, self.num_examples, batch):
-                chunk = self.files[start:start + batch]
+        """(uint8 (b, H, W, C) images, int32 (b,) labels) batches of the readable files in file
+        order with the centre crop (`sources.read_in_order`); unreadable files are skipped and
+        counted in `skipped`."""
+        images, labels = [], []
+        for label, image in sources.read_in_order(self.files, self.image_size, self.channels,
+                                                  self.skipped, chunk=max(batch, 1)):
+            images.append(image)
+            labels.append(label)
+            if len(images) == batch:
+                yield np.stack(images), np.asarray(labels, np.int32)
                 images, labels = [], []
-                for (path, label), image in zip(chunk, pool.map(self._centre, (p for p, _ in chunk))):
-                    if isinstance(image, Exception):
-                        self._skip(path, image)
-                    else:
-                        images.append(image)
-                        labels.append(label)
-                if images:
-                    yield np.stack(images), np.asarray(labels, np.int32)
+        if images:
+            yield np.stack(images), np.asarray(labels, np.int32)
 
     def head(self, n: int) -> np.ndarray:
         """The first n readable images, float32 (n, H, W, C) in [-1, 1], centre-cropped."""
-        taken = []
-        for images, _ in self.ordered(max(n, 1)):
-            taken.append(images)
-            if sum(len(x) for x in taken) >= n:
-                break
-        return np.concatenate(taken)[:n].astype(np.float32) / 127.5 - 1.0
-
-    def _skip(self, path: str, error: Exception) -> None:
-        self.skipped.append(path)
-        logging.warning("skipping unreadable image %s: %s", path, error)
+        images, _ = next(self.ordered(max(n, 1)))
+        return images[:n].astype(np.float32) / 127.5 - 1.0
 
     # ----------------------------------------------------------------------- training reads
     def training_example(self, file: tuple[str, int], rng: np.random.Generator) -> dict:
@@ -126,15 +110,11 @@ class GrainBatches:
 
     def __init__(self, stream: FolderStream, global_batch: int, seed: int, process_index: int = 0,
                  process_count: int = 1):
-        if global_batch % process_count:
-            raise errors.ConfigError(f"batch_size={global_batch} must be divisible by the "
-                                     f"{process_count} processes")
+        self.local_batch = pipeline.local_batch(global_batch, process_count)
         if global_batch > stream.num_examples:
             raise errors.ConfigError(f"batch_size={global_batch} exceeds the {stream.num_examples} "
                                      f"images under {stream.root}: lower batch_size")
         self.stream, self.global_batch = stream, global_batch
-        self.local_batch = global_batch // process_count
-        self.steps_per_epoch = stream.num_examples // global_batch
         dataset = (grain.MapDataset.source(stream.files).seed(seed).shuffle().repeat(None)
                    .random_map(stream.training_example)[process_index::process_count]
                    .batch(self.local_batch).map(fill_unreadable))
@@ -149,10 +129,9 @@ class GrainBatches:
         self._iterator = iter(iterable)
 
     def batch_spec(self) -> dict:
-        """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
-        size, channels = self.stream.image_size, self.stream.channels
-        return {"image": ((self.global_batch, size, size, channels), np.float32),
-                "label": ((self.global_batch,), np.int32)}
+        """See `pipeline.batch_spec`."""
+        size = self.stream.image_size
+        return pipeline.batch_spec(self.global_batch, (size, size, self.stream.channels))
 
     def get_state(self) -> dict:
         return self._iterator.get_state()

@@ -15,21 +15,33 @@ from srdd_jax import errors
 from srdd_jax.data.sources import Source
 
 
+def local_batch(global_batch: int, process_count: int) -> int:
+    """This process's part of a global batch; errors.ConfigError unless the processes share it
+    evenly."""
+    if global_batch % process_count:
+        raise errors.ConfigError(f"batch_size={global_batch} must be divisible by the {process_count} "
+                                 "processes")
+    return global_batch // process_count
+
+
+def batch_spec(global_batch: int, image_shape_HWC) -> dict:
+    """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
+    return {"image": ((global_batch, *image_shape_HWC), np.float32),
+            "label": ((global_batch,), np.int32)}
+
+
 class BatchIterator:
     """Yields {'image': float32 (b, H, W, C) in [-1, 1], 'label': int32 (b,)} for this process."""
 
     def __init__(self, source: Source, global_batch: int, seed: int, process_index: int = 0,
                  process_count: int = 1):
-        if global_batch % process_count:
-            raise errors.ConfigError(f"batch_size={global_batch} must be divisible by the {process_count} "
-                             "processes")
+        self.local_batch = local_batch(global_batch, process_count)
         if global_batch > len(source.labels):
             raise errors.ConfigError(f"batch_size={global_batch} exceeds the dataset's {len(source.labels)} "
                              "images: lower batch_size")
         self.source = source
         self.global_batch = global_batch
         self.seed = seed
-        self.local_batch = global_batch // process_count
         self.offset = process_index * self.local_batch
         self.epoch, self.position = 0, 0
         self._order = self._permutation(0)
@@ -43,8 +55,7 @@ class BatchIterator:
 
     def batch_spec(self) -> dict:
         """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
-        return {"image": ((self.global_batch,) + self.source.images.shape[1:], np.float32),
-                "label": ((self.global_batch,), np.int32)}
+        return batch_spec(self.global_batch, self.source.images.shape[1:])
 
     def get_state(self) -> dict:
         return {"epoch": int(self.epoch), "position": int(self.position)}

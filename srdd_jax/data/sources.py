@@ -169,14 +169,11 @@ def image_folder_facts(root: str) -> DataFacts:
                      f"the images under {root}")
 
 
-def image_folder(root: str, image_size: int, channels: int) -> Source:
-    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class),
-    read by one thread per CPU core, with a progress line.
-
-    Unreadable or corrupt files are skipped, counted and logged, never fatal.
-    """
-    groups = folder_classes(root)
-    files = [(label, path) for label, (_, paths) in enumerate(groups) for path in paths]
+def read_in_order(files, image_size: int, channels: int, skipped: list[str], chunk: int = 256):
+    """Yields (label, uint8 (size, size, channels) image) for each readable file of `files`
+    ((path, label) pairs) in their order, by the evaluation transform, decoded by one thread per
+    CPU core (PIL decodes without the GIL) `chunk` files at a time, so memory stays bounded.
+    Unreadable files are appended to `skipped` and logged, never fatal."""
 
     def read(path):
         try:
@@ -184,17 +181,31 @@ def image_folder(root: str, image_size: int, channels: int) -> Source:
         except image_files.UnreadableImageError as err:
             return err
 
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+        for start in range(0, len(files), chunk):
+            part = files[start:start + chunk]
+            for (path, label), image in zip(part, pool.map(read, (p for p, _ in part))):
+                if isinstance(image, Exception):
+                    skipped.append(path)
+                    logging.warning("skipping unreadable image %s: %s", path, image)
+                else:
+                    yield label, image
+
+
+def image_folder(root: str, image_size: int, channels: int) -> Source:
+    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class),
+    read by one thread per CPU core (`read_in_order`), with a progress line.
+
+    Unreadable or corrupt files are skipped, counted and logged, never fatal.
+    """
+    groups = folder_classes(root)
+    files = [(path, label) for label, (_, paths) in enumerate(groups) for path in paths]
     images, labels, skipped = [], [], []
     progress = Progress(f"reading {root}", len(files), "images")
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL decodes without the GIL
-        for done, ((label, path), image) in enumerate(zip(files, pool.map(read, (p for _, p in files)))):
-            if isinstance(image, Exception):
-                skipped.append(path)
-                logging.warning("skipping unreadable image %s: %s", path, image)
-            else:
-                images.append(image)
-                labels.append(label)
-            progress.update(done + 1)
+    for label, image in read_in_order(files, image_size, channels, skipped):
+        images.append(image)
+        labels.append(label)
+        progress.update(len(images) + len(skipped))
     if not images:
         raise errors.ConfigError(f"no readable images under {root} ({len(skipped)} unreadable)")
     if skipped:

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from srdd_jax import errors, image_files
-from srdd_jax.data import sources
+from srdd_jax.data import pipeline, sources
 
 
 @functools.cache
@@ -191,11 +191,8 @@ class StreamIterator:
     def __init__(self, stream: TfdsStream, global_batch: int, seed: int, process_index: int = 0,
                  process_count: int = 1):
         _, tfds = _tfds()
-        if global_batch % process_count:
-            raise errors.ConfigError(f"batch_size={global_batch} must be divisible by the {process_count} "
-                             "processes")
+        self.local_batch = pipeline.local_batch(global_batch, process_count)
         self.stream, self.global_batch, self.seed = stream, global_batch, seed
-        self.local_batch = global_batch // process_count
         self.process_index = process_index
         self.split = tfds.split_for_jax_process(stream.split, process_index=process_index,
                                                 process_count=process_count, drop_remainder=True)
@@ -206,10 +203,9 @@ class StreamIterator:
         self.epoch, self.position, self._batches = 0, 0, None
 
     def batch_spec(self) -> dict:
-        """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
-        size, channels = self.stream.image_size, self.stream.channels
-        return {"image": ((self.global_batch, size, size, channels), np.float32),
-                "label": ((self.global_batch,), np.int32)}
+        """See `pipeline.batch_spec`."""
+        size = self.stream.image_size
+        return pipeline.batch_spec(self.global_batch, (size, size, self.stream.channels))
 
     def get_state(self) -> dict:
         return {"epoch": int(self.epoch), "position": int(self.position)}
