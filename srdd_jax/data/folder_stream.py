@@ -41,7 +41,7 @@ class FolderStream:
 
     def __init__(self, root: str, image_size: int, channels: int, train_crop: str = "random",
                  flip: bool = False, workers: int = -1):
-        groups = sources.folder_classes(root)
+        self.groups = groups = sources.folder_classes(root)  # [(class name, paths)]
         self.root, self.image_size, self.channels = root, image_size, channels
         self.train_crop, self.flip = train_crop, flip
         self.workers = default_workers() if workers < 0 else workers

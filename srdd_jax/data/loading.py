@@ -51,7 +51,7 @@ def _image_folder(data: DataSpec, size: int, channels: int):
                      " %d decoding workers)", data.root, stream.num_examples, size_mb, size,
                      data.streaming, data.train_crop, stream.workers)
         return stream
-    return sources.image_folder(data.root, size, channels)
+    return sources.image_folder(data.root, size, channels, stream.groups)
 
 
 def load_logged(data: DataSpec, spec: models.ModelSpec, split: str = "") -> sources.Source:

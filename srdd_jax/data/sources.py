@@ -192,13 +192,14 @@ def read_in_order(files, image_size: int, channels: int, skipped: list[str], chu
                     yield label, image
 
 
-def image_folder(root: str, image_size: int, channels: int) -> Source:
+def image_folder(root: str, image_size: int, channels: int, groups=None) -> Source:
     """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class),
-    read by one thread per CPU core (`read_in_order`), with a progress line.
+    read by one thread per CPU core (`read_in_order`), with a progress line. `groups`: the
+    folder's `folder_classes` when already listed.
 
     Unreadable or corrupt files are skipped, counted and logged, never fatal.
     """
-    groups = folder_classes(root)
+    groups = groups if groups is not None else folder_classes(root)
     files = [(path, label) for label, (_, paths) in enumerate(groups) for path in paths]
     images, labels, skipped = [], [], []
     progress = Progress(f"reading {root}", len(files), "images")
