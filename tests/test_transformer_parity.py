@@ -68,10 +68,16 @@ def test_fresh_init_follows_var_recipe(converted):
     spec, _ = converted
     params = nn.unbox(models.Model(spec).init_params(jax.random.key(1), "transformer"))
     c = spec.transformer.embed_dim
-    ada = params["blocks"]["ada_lin"]["kernel"][0]
-    std = (1 / (3 * c)) ** 0.5
-    assert np.std(ada[:, :2 * c]) < 1e-3 * std  # gammas start near zero (init_adaln_gamma)
-    assert np.std(ada[:, 2 * c:]) == pytest.approx(0.5 * std, rel=0.1)
+    if spec.transformer.shared_aln:  # each block's (6, C) offsets to the shared modulation
+        gss = params["blocks"]["ada_gss"][0]
+        scale = 1 / c ** 0.5
+        assert np.std(gss[:2]) < 1e-3 * scale  # gammas start near zero (init_adaln_gamma)
+        assert np.std(gss[2:]) == pytest.approx(0.5 * scale, rel=0.1)
+    else:
+        ada = params["blocks"]["ada_lin"]["kernel"][0]
+        std = (1 / (3 * c)) ** 0.5
+        assert np.std(ada[:, :2 * c]) < 1e-3 * std  # gammas start near zero (init_adaln_gamma)
+        assert np.std(ada[:, 2 * c:]) == pytest.approx(0.5 * std, rel=0.1)
     np.testing.assert_allclose(params["blocks"]["attn"]["scale_mul"], np.log(4.0), rtol=1e-6)
     assert np.all(params["head"]["bias"] == 0)
 
