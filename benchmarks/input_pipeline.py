@@ -1,4 +1,4 @@
-"""The streamed image-folder pipeline (srdd_jax/data/folder_stream.py): throughput and memory.
+"""The streamed image-folder pipeline (srdd_jax/data/image_folder.py): throughput and memory.
 
 Makes (once, in --dir) a folder of N and one of 4N photo-like JPEGs at ImageNet's typical size,
 500 x 375 (smooth colour fields with noise, 10 classes), then, each in its own process:
@@ -54,7 +54,7 @@ def make_folder(root: str, count: int, seed: int = 0) -> str:
 
 def measure(root: str, workers: int, batch: int, batches: int) -> dict:
     """Reads `batches` training batches (after 3 warm-up batches) in this process."""
-    from srdd_jax.data.folder_stream import FolderStream
+    from srdd_jax.data.image_folder import FolderStream
 
     stream = FolderStream(root, SIZE, 3, train_crop="random", workers=workers)
     iterator = stream.batches(batch, seed=0)

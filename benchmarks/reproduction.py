@@ -44,7 +44,7 @@ import numpy as np
 from absl import logging
 
 from srdd_jax import experiment, saved_models
-from srdd_jax.data import loading, sources
+from srdd_jax.data import image_folder, loading
 from srdd_jax.evaluation import evaluate, likelihood
 from srdd_jax.modes import model_resolver, specs
 from srdd_jax.sampling.settings import SamplerSettings
@@ -447,7 +447,7 @@ def run(args) -> dict:
     jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "xla_cache"))
     name = args.name or ("openclipart9" if not args.data_root else
                          os.path.basename(os.path.normpath(args.data_root)))
-    classes = sources.folder_classes(args.data_root) if args.data_root else openclipart_classes()
+    classes = image_folder.folder_classes(args.data_root) if args.data_root else openclipart_classes()
     train_root, test_root = split_data(classes, os.path.join(args.workdir, "data"), name)
     config = base_config(args, train_root)
     start = time.time()

@@ -36,7 +36,6 @@ def measure_step(mask: str, steps: int, batch: int) -> dict:
 
     from srdd_jax import compilation_cache, models, parallel, scales
     from srdd_jax.data import sources
-    from srdd_jax.data.pipeline import BatchIterator
     from srdd_jax.modes import specs
     from srdd_jax.training import loop, optimizer
     from srdd_jax.training import steps as train_steps
@@ -55,7 +54,7 @@ def measure_step(mask: str, steps: int, batch: int) -> dict:
     state = jax.jit(init)(jax.random.key(0))
     tok_params = nn.unbox(model.init_params(jax.random.key(1), "tokenizer"))
     step = train_steps.make_transformer_step(model.transformer, model.tokenizer, tx)
-    iterator = BatchIterator(source, batch, 0)
+    iterator = source.batches(batch, 0)
     batch_arrays = loop.global_batch(next(iterator), mesh)
     start = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=(0,)).lower(state, tok_params, batch_arrays,
@@ -82,12 +81,11 @@ def measure_step(mask: str, steps: int, batch: int) -> dict:
 
 def measure_pipeline(batch: int, batches: int = 200) -> dict:
     from srdd_jax.data import sources
-    from srdd_jax.data.pipeline import BatchIterator
 
     start = time.perf_counter()
     source = sources.fashion_mnist("train", 32, 1)
     load_s = time.perf_counter() - start
-    iterator = BatchIterator(source, batch, 0)
+    iterator = source.batches(batch, 0)
     start = time.perf_counter()
     for _ in range(batches):
         next(iterator)

@@ -36,6 +36,10 @@ class IncompatibleCheckpointError(KnownError, ValueError):
     """A checkpoint (or token cache) made by another model config than the run's."""
 
 
+class DataReadError(KnownError):
+    """The input pipeline could not go on: a data worker died, or a whole batch was unreadable."""
+
+
 class WorkdirHeldError(KnownError):
     """Another run holds the workdir (its lock names the holder)."""
 

@@ -12,7 +12,7 @@ import dataclasses
 import ml_collections
 
 from srdd_jax import models
-from srdd_jax.data.spec import DataSpec
+from srdd_jax.data.spec import DataSpec, PrepareSpec
 from srdd_jax.evaluation.spec import EvalSpec
 from srdd_jax.sampling.settings import GridSpec, SamplerSettings
 from srdd_jax.tokenizer.spec import TokenizerSpec
@@ -103,8 +103,11 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         # (srdd_jax/data/model_for_data.py; configs/image_folder.py). False: the model must agree with
         # the data, or the run stops at start-up naming the field.
         model_from_data=False,
-        # Where the images come from (fashion_mnist, an image folder or TFDS): data/spec.py.
+        # Where the images come from (fashion_mnist, an image folder, prepared shards or TFDS):
+        # data/spec.py.
         data=_section(DataSpec()),
+        # mode=prepare: an image folder written as ArrayRecord shards (data/spec.py PrepareSpec).
+        prepare=_section(PrepareSpec()),
         mesh=dict(data=-1, fsdp=1),
         # tokenizer, transformer, model: model directories, or released names (var_d16 ... var_d36,
         # srdd_jax/pretrained.py). transformer: when only its number of classes differs,

@@ -55,17 +55,43 @@ def decode(path, mode: str, size: int | None = None, crop_at: tuple[float, float
            flip: bool = False) -> np.ndarray:
     """uint8 (H, W, C) pixels of an image file (a path or a file object) in `mode`, C = 3 for
     "RGB" and 1 for "L". With `size`, by VAR's transforms: the shorter side resized to
-    round(1.125 * size) (Lanczos, transparency premultiplied), then a size x size crop: the centre
+    round(1.125 * size) (`decode_resized`), then a size x size crop (`crop`): the centre
     (evaluation), or with `crop_at` = (top, left) fractions in [0, 1] of the free margin, that
     window (training's random crop draws them); `flip` mirrors the crop left to right.
 
     Raises UnreadableImageError naming the file and the formats to use.
     """
+    if size is None:
+        return _read(path, lambda img: _flattened(img, mode))
+    return crop(decode_resized(path, mode, size), size, crop_at, flip)
+
+
+def decode_resized(path, mode: str, size: int) -> np.ndarray:
+    """uint8 (H, W, C) pixels with the shorter side resized to round(1.125 * size) by Lanczos
+    (transparency premultiplied, then laid on white): what VAR's training and evaluation
+    transforms crop from, and what prepared shards store."""
+    return _read(path, lambda img: _flattened(_resized(img, mode, size), mode))
+
+
+def crop(pixels_HWC: np.ndarray, size: int, crop_at: tuple[float, float] | None = None,
+         flip: bool = False) -> np.ndarray:
+    """The size x size window of a `decode_resized` image: centred, or at `crop_at` = (top, left)
+    fractions of the free margin; `flip` mirrors it left to right."""
+    h, w = pixels_HWC.shape[:2]
+    if crop_at is None:
+        top, left = (h - size) // 2, (w - size) // 2
+    else:
+        top, left = round(crop_at[0] * (h - size)), round(crop_at[1] * (w - size))
+    window = pixels_HWC[top:top + size, left:left + size]
+    return np.ascontiguousarray(window[:, ::-1] if flip else window)
+
+
+def _read(path, pixels_of):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                return _pixels(img, mode, size, crop_at, flip)
+                return pixels_of(img)
     except FileNotFoundError:
         raise
     except _PIL_FAILURES as err:
@@ -74,23 +100,19 @@ def decode(path, mode: str, size: int | None = None, crop_at: tuple[float, float
             f"({', '.join(e[1:].upper() for e in IMAGE_EXTENSIONS)})") from err
 
 
-def _pixels(img: Image.Image, mode: str, size: int | None, crop_at=None, flip: bool = False
-            ) -> np.ndarray:
+def _resized(img: Image.Image, mode: str, size: int) -> Image.Image:
+    """The shorter side at round(1.125 * size), Lanczos, in `mode` (RGBA when transparent)."""
     transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
     img = img.convert("RGBA" if transparent else mode)
-    if size is not None:
-        w, h = img.size
-        scale = round(1.125 * size) / min(w, h)
-        img = img.resize((max(round(w * scale), size), max(round(h * scale), size)), Image.LANCZOS)
-        w, h = img.size
-        if crop_at is None:
-            left, top = (w - size) // 2, (h - size) // 2
-        else:
-            top, left = round(crop_at[0] * (h - size)), round(crop_at[1] * (w - size))
-        img = img.crop((left, top, left + size, top + size))
-        if flip:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    if transparent:
+    w, h = img.size
+    scale = round(1.125 * size) / min(w, h)
+    return img.resize((max(round(w * scale), size), max(round(h * scale), size)), Image.LANCZOS)
+
+
+def _flattened(img: Image.Image, mode: str) -> np.ndarray:
+    """uint8 (H, W, C) in `mode`, a transparent image laid on white first."""
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        img = img.convert("RGBA")
         white = Image.new("RGBA", img.size, "white")
         white.alpha_composite(img)
         img = white

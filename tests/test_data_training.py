@@ -12,7 +12,6 @@ from test_training import Recorder, _config, _synthetic_source
 
 from srdd_jax import models, parallel, saved_models
 from srdd_jax.data import loading, sources, tokens
-from srdd_jax.data.pipeline import BatchIterator
 from srdd_jax.modes import specs, tokenize
 from srdd_jax.training import loop, optimizer, runs, steps
 
@@ -157,7 +156,7 @@ def test_cached_tokens_give_the_image_loss_and_refuse_other_tokenizers(tmp_path,
     tx, _ = optimizer.make_optimizer(run.optim, run.steps, run.batch_size)
     step = steps.make_transformer_step(models.Model(spec).transformer, models.Model(spec).tokenizer, tx)
     losses = {}
-    for name, iterator in (("images", BatchIterator(source, 8, seed=1)), ("tokens", cache.batches(8, 1))):
+    for name, iterator in (("images", source.batches(8, seed=1)), ("tokens", cache.batches(8, 1))):
         run = dataclasses.replace(run, profile_steps=int(name == "tokens"))
         recorder = Recorder()
         loop.train("transformer", run, str(tmp_path / name), mesh, iterator,

@@ -1,4 +1,4 @@
-"""Image folders streamed through grain (data/folder_stream.py): disjoint per-process shards that
+"""Image folders streamed through grain (data/image_folder.py): disjoint per-process shards that
 cover each epoch, resumable batches, random crops that change between epochs and images, the
 evaluation transform unchanged, unreadable files skipped without moving batch boundaries."""
 
@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from srdd_jax import errors
-from srdd_jax.data import loading, sources
-from srdd_jax.data.folder_stream import FolderStream
+from srdd_jax.data import image_folder, loading, sources
+from srdd_jax.data.image_folder import FolderStream
 from srdd_jax.data.spec import DataSpec
 from srdd_jax.models import ModelSpec
 from srdd_jax.tokenizer.spec import TokenizerSpec
@@ -90,8 +90,8 @@ def test_random_crops_differ_between_epochs_and_images_and_the_centre_crop_is_un
         CLASSES * PER_CLASS, seed=0)
     assert len(set(np.round(next(centre)["image"][:, 0, 0, 1], 3))) == 1
     images, labels = next(stream.ordered(CLASSES * PER_CLASS))
-    files = [f for _, paths in sources.folder_classes(root) for f in paths]
-    np.testing.assert_array_equal(images, np.stack([sources.read_image(f, SIZE, 3) for f in files]))
+    files = [f for _, paths in image_folder.folder_classes(root) for f in paths]
+    np.testing.assert_array_equal(images, np.stack([image_folder.read_image(f, SIZE, 3) for f in files]))
     assert labels.tolist() == [c for c in range(CLASSES) for _ in range(PER_CLASS)]
 
 
@@ -118,7 +118,7 @@ def test_the_data_spec_picks_the_stream(tmp_path):
         assert isinstance(loading.load(streamed, spec), FolderStream)
     with pytest.raises(ValueError, match="train_crop='random' .* needs the streamed folder"):
         DataSpec(source="image_folder", root=root, train_crop="random", streaming="never").validate()
-    with pytest.raises(errors.ConfigError, match="batch_size=64 exceeds the 24 images"):
+    with pytest.raises(errors.ConfigError, match=r"batch_size=64 exceeds the size of the images under .* \(24 examples\)"):
         FolderStream(root, SIZE, 3, workers=0).batches(64, 0)
 
 
@@ -147,7 +147,7 @@ import jax
 jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
 import numpy as np
 from srdd_jax.data import loading
-from srdd_jax.data.folder_stream import FolderStream
+from srdd_jax.data.image_folder import FolderStream
 stream = FolderStream(sys.argv[3], 16, 3, train_crop="random", workers=0)
 batches = loading.iterator(stream, 4, seed=2)  # this process's part, by jax.process_index()
 ids = [np.round((next(batches)["image"][:, 0, 0, 0] + 1) * 127.5 / 10).astype(int).tolist()

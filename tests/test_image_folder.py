@@ -12,7 +12,7 @@ from conftest import REPO_ROOT, cli_env, info_lines_from
 from PIL import Image
 
 from srdd_jax import experiment_config, image_grids, scales
-from srdd_jax.data import model_for_data, sources
+from srdd_jax.data import image_folder, model_for_data, sources
 from srdd_jax.modes import specs
 
 CLASSES = ("apple", "grass", "sky")
@@ -87,12 +87,12 @@ def test_folder_channels_are_read_from_the_image_headers(tmp_path):
     _save(tmp_path / "a" / "grey.png", "L", grey)
     _save(tmp_path / "a" / "grey_alpha.png", "LA", grey)
     _save(tmp_path / "b" / "grey_palette.png", "P", grey)  # a palette of grey entries only
-    assert sources.image_folder_facts(str(tmp_path)).channels == 1
+    assert image_folder.facts(str(tmp_path)).channels == 1
     colour = np.stack([grey, grey[::-1], grey], axis=-1)
     _save(tmp_path / "b" / "colour_palette.gif", "P", colour)
-    facts = sources.image_folder_facts(str(tmp_path))
+    facts = image_folder.facts(str(tmp_path))
     assert facts.channels == 3 and facts.class_names == ("a", "b")
-    data = sources.image_folder(str(tmp_path), 16, facts.channels)
+    data = sources.in_memory(image_folder.FolderStream(str(tmp_path), 16, facts.channels), "the folder")
     assert data.images.shape == (4, 16, 16, 3)
     first = data.images[0].astype(int)  # a grey image read as RGB repeats its channel
     assert (first[..., 0] == first[..., 1]).all() and (first[..., 1] == first[..., 2]).all()
@@ -102,19 +102,19 @@ def test_transparent_pixels_are_laid_on_white(tmp_path):
     rgba = np.zeros((20, 20, 4), np.uint8)  # transparent black...
     rgba[5:15, 5:15] = (0, 0, 255, 255)  # ...around an opaque blue square
     Image.fromarray(rgba).save(tmp_path / "icon.png")
-    pixels = sources.read_image(str(tmp_path / "icon.png"), 16, 3)
+    pixels = image_folder.read_image(str(tmp_path / "icon.png"), 16, 3)
     assert (pixels[0, 0] == 255).all() and tuple(pixels[8, 8]) == (0, 0, 255)
 
 
 def test_folder_layouts(tmp_path):
     _save(tmp_path / "flat" / "0.png", "RGB", np.zeros((8, 8, 3)))
-    assert sources.image_folder_facts(str(tmp_path / "flat")).class_names == ("flat",)
+    assert image_folder.facts(str(tmp_path / "flat")).class_names == ("flat",)
     _save(tmp_path / "nested" / "cats" / "0.png", "RGB", np.zeros((8, 8, 3)))
     _save(tmp_path / "nested" / "dogs" / "terriers" / "0.png", "RGB", np.zeros((8, 8, 3)))
     with pytest.raises(ValueError, match="without images under .*: dogs.*nested folders are not read"):
-        sources.image_folder_facts(str(tmp_path / "nested"))
+        image_folder.facts(str(tmp_path / "nested"))
     with pytest.raises(FileNotFoundError, match="config.data.root is empty"):
-        sources.image_folder_facts("")
+        image_folder.facts("")
 
 
 def test_model_for_data_fits_or_names_each_disagreement():

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from test_training import Recorder, _synthetic_source, _validate
 
 from srdd_jax import experiment_config, parallel
-from srdd_jax.data.pipeline import BatchIterator
 from srdd_jax.modes import specs
 from srdd_jax.training import loop, perceptual, runs, steps, tokenizer_losses
 
@@ -106,7 +105,7 @@ def _train(cfg, workdir, steps):
     boxed_init, tx, step, frozen = tokenizer_losses.build(spec, run)
     writer = Recorder()
     params = loop.train("tokenizer", run, str(workdir), mesh,
-                        BatchIterator(_synthetic_source(), run.batch_size, cfg.seed), boxed_init, tx,
+                        _synthetic_source().batches(run.batch_size, cfg.seed), boxed_init, tx,
                         step, cfg.seed, runs.tokenizer_context(spec), frozen=frozen,
                         frozen_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), frozen),
                         writer=writer)
@@ -120,7 +119,7 @@ def test_perceptual_term_in_the_step(tmp_path):
     boxed_init, tx, step, frozen = tokenizer_losses.build(parsed.model, parsed.run("tokenizer_training"))
     state = jax.jit(steps.unboxed_init(boxed_init, tx))(jax.random.key(0))
     assert set(state.params) == {"tokenizer"}
-    batch = next(BatchIterator(_synthetic_source(), 8, 0))
+    batch = next(_synthetic_source().batches(8, 0))
     state, metrics = jax.jit(step)(state, *frozen, batch, jax.random.key(1))
     assert float(metrics["perceptual"]) > 0 and int(state.step) == 1
     recon_only = float(metrics["recon_mse"]) + float(metrics["vq_loss"])

@@ -15,8 +15,7 @@ from conftest import REPO_ROOT, cli_env, garble, info_lines_from, truncate
 from PIL import Image
 
 from srdd_jax import errors, experiment_config, models, parallel
-from srdd_jax.data import sources
-from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.data import image_folder, sources
 from srdd_jax.modes import registry, specs
 from srdd_jax.training import loop, optimizer, runs, steps
 
@@ -98,7 +97,7 @@ def _train_transformer(cfg, workdir, mesh, writer, kill_at=None):
 
     tok_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), tok_params)
     return loop.train(
-        "transformer", run, str(workdir), mesh, BatchIterator(source, run.batch_size, cfg.seed),
+        "transformer", run, str(workdir), mesh, source.batches(run.batch_size, cfg.seed),
         lambda rng: model.init_params(rng, "transformer"), tx,
         steps.make_transformer_step(model.transformer, model.tokenizer, tx),
         cfg.seed, runs.transformer_context(spec, str(workdir)), frozen=(tok_params,),
@@ -107,16 +106,16 @@ def _train_transformer(cfg, workdir, mesh, writer, kill_at=None):
 
 def test_iterator_is_deterministic_and_resumable():
     source = _synthetic_source()
-    first = BatchIterator(source, 8, seed=1)
+    first = source.batches(8, seed=1)
     batches = [next(first)["label"] for _ in range(12)]  # crosses an epoch (8 batches per epoch)
-    second = BatchIterator(source, 8, seed=1)
+    second = source.batches(8, seed=1)
     for _ in range(5):
         next(second)
-    resumed = BatchIterator(source, 8, seed=1)
+    resumed = source.batches(8, seed=1)
     resumed.set_state(second.get_state())
     for want in batches[5:]:
         np.testing.assert_array_equal(next(resumed)["label"], want)
-    halves = [BatchIterator(source, 8, seed=1, process_index=i, process_count=2) for i in range(2)]
+    halves = [source.batches(8, seed=1, process_index=i, process_count=2) for i in range(2)]
     np.testing.assert_array_equal(np.concatenate([next(h)["label"] for h in halves]), batches[0])
 
 
@@ -140,7 +139,7 @@ def test_image_folder_skips_and_counts_corrupt_images(tmp_path):
             Image.fromarray(pixels).save(tmp_path / name / f"{i}.png")
     (tmp_path / "dogs" / "broken.png").write_bytes(b"\x89PNG not really")
     (tmp_path / "cats" / "empty.jpg").write_bytes(b"")
-    data = sources.image_folder(str(tmp_path), 16, 1)
+    data = sources.in_memory(image_folder.FolderStream(str(tmp_path), 16, 1), "the folder")
     assert len(data.skipped) == 2 and data.images.shape == (12, 16, 16, 1)
     assert data.class_names == ("cats", "dogs")
     cfg = _config(data={"source": "image_folder", "root": str(tmp_path)})
@@ -158,7 +157,7 @@ def test_sharded_train_step_equals_single_device():
         pytest.skip("needs 8 host devices (set in conftest)")
     cfg = _config()
     source = _synthetic_source()
-    batch_np = next(BatchIterator(source, 8, seed=0))
+    batch_np = next(source.batches(8, seed=0))
     model = models.Model(specs.model_spec(cfg.model))
     tok_params = nn.unbox(model.init_params(jax.random.key(7), "tokenizer"))
     tx, _ = optimizer.make_optimizer(specs.train_spec(cfg, "training").optim, 10, 8)

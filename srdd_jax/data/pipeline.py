@@ -1,18 +1,49 @@
-"""Deterministic, resumable batches from an in-memory `Source`.
+"""One resumable, per-process batch pipeline on grain for every source (https://github.com/google/grain).
 
-Every epoch is a permutation drawn from (seed, epoch); a global batch is the next `global_batch`
-indices of it (the incomplete tail of an epoch is dropped) and each process takes its slice.
-The iterator's state is two integers, saved with checkpoints, so a resumed run sees exactly the
-batches the uninterrupted run would have seen. `make_iterator` also serves sources that bring their
-own iterator with the same interface (streamed TFDS splits, cached tokens).
+A source is random-access `Records`: `num_examples`, `read(index, rng)` -> one example (a dict of
+numpy arrays with 'label' and 'ok': False for an unreadable record), `example_spec()` and
+`finish(batch)` (uint8 images to float32 in [-1, 1]). In-memory arrays, streamed image folders,
+prepared ArrayRecord shards, TFDS splits stored as ArrayRecord and token caches all are; `Batches`
+turns any of them into training batches:
+
+- Order: epoch e is the permutation `default_rng([seed, e]).permutation(N)`; a global batch is the
+  next `global_batch` entries of it (the incomplete tail of an epoch is dropped) and process p of P
+  takes rows [p * b, (p + 1) * b) of it, b = global_batch / P. The processes thus read disjoint
+  records that together make each global batch, and the order does not depend on P.
+- Randomness of a read (the random crop) comes from (seed, global stream position), so it does not
+  depend on the process count, the worker count or where a run was resumed.
+- Reads run on threads of this process, or on `workers` grain worker processes (decoders); a
+  worker that fails stops the run with one error that names the fix.
+- State: {'step': global batches consumed}, JSON, saved with each checkpoint; a resumed run reads
+  exactly the batches the uninterrupted run would have read. The state of the iterator that
+  preceded grain ({'epoch', 'position'}) is read too.
+- Unreadable records are counted; each one's slot is filled by a readable row of the same batch,
+  so batch boundaries never depend on which records failed.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Protocol
+
+import grain
 import numpy as np
+from absl import flags, logging
 
 from srdd_jax import errors
-from srdd_jax.data.sources import Source
+
+RANDOM_STREAM = 1  # second key of a read's random stream: default_rng([seed, RANDOM_STREAM, position])
+
+
+class Records(Protocol):
+    num_examples: int
+    skipped: list
+
+    def read(self, index: int, rng: np.random.Generator) -> dict: ...
+
+    def example_spec(self) -> dict: ...
+
+    def finish(self, batch: dict) -> dict: ...
 
 
 def local_batch(global_batch: int, process_count: int) -> int:
@@ -30,60 +61,151 @@ def batch_spec(global_batch: int, image_shape_HWC) -> dict:
             "label": ((global_batch,), np.int32)}
 
 
-class BatchIterator:
-    """Yields {'image': float32 (b, H, W, C) in [-1, 1], 'label': int32 (b,)} for this process."""
+def to_unit_range(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [-1, 1]."""
+    return images_uint8.astype(np.float32) / 127.5 - 1.0
 
-    def __init__(self, source: Source, global_batch: int, seed: int, process_index: int = 0,
-                 process_count: int = 1):
+
+def default_workers() -> int:
+    """Decoding processes when data.workers is -1: one per core beyond two, at most 16 (0: decode
+    on threads of the training process, the choice on small machines)."""
+    return max(0, min(16, (os.cpu_count() or 1) - 2))
+
+
+class EpochOrder:
+    """Which record each stream position reads: position g of the global stream is entry
+    g mod (steps_per_epoch * B) of epoch g // (steps_per_epoch * B)'s permutation."""
+
+    def __init__(self, num_examples: int, global_batch: int, seed: int):
+        self.num_examples, self.seed = num_examples, seed
+        self.per_epoch = (num_examples // global_batch) * global_batch
+        self._epoch, self._permutation = -1, None
+
+    def record(self, position: int) -> int:
+        epoch, within = divmod(position, self.per_epoch)
+        if epoch != self._epoch:  # one permutation held at a time (each worker has its own)
+            self._permutation = np.random.default_rng([self.seed, epoch]).permutation(
+                self.num_examples)
+            self._epoch = epoch
+        return int(self._permutation[within])
+
+
+class _ProcessPositions:
+    """Random access over this process's reads from `start_step` on: item i is
+    (global position, record index)."""
+
+    def __init__(self, order: EpochOrder, global_batch: int, local: int, process_index: int,
+                 start_step: int):
+        self.order, self.global_batch, self.local = order, global_batch, local
+        self.process_index, self.start_step = process_index, start_step
+
+    def __len__(self) -> int:
+        return 2**62  # endless: epochs follow one another
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        step, row = divmod(i, self.local)
+        position = (self.start_step + step) * self.global_batch + self.process_index * self.local + row
+        return position, self.order.record(position)
+
+
+class _Read:
+    """The per-position read, picklable for worker processes."""
+
+    def __init__(self, records: Records, seed: int):
+        self.records, self.seed = records, seed
+
+    def __call__(self, item: tuple[int, int]) -> dict:
+        position, index = item
+        return self.records.read(index, np.random.default_rng([self.seed, RANDOM_STREAM, position]))
+
+
+def fill_unreadable(batch: dict) -> dict:
+    """A batch whose unreadable rows ('ok' False) are replaced by readable rows of the same batch,
+    with the number replaced in 'unreadable'."""
+    ok = np.asarray(batch.pop("ok"), bool)
+    bad, good = np.flatnonzero(~ok), np.flatnonzero(ok)
+    if len(bad) and len(good):
+        donors = good[np.arange(len(bad)) % len(good)]
+        batch = {name: value.copy() for name, value in batch.items()}
+        for value in batch.values():
+            value[bad] = value[donors]
+    return dict(batch, unreadable=np.int32(len(bad)))
+
+
+class Batches:
+    """This process's training batches of `records` (see the module docstring): dicts of the
+    records' fields with b = global_batch / process_count rows, after `records.finish`."""
+
+    def __init__(self, records: Records, global_batch: int, seed: int, process_index: int = 0,
+                 process_count: int = 1, workers: int = 0, where: str = "the data"):
         self.local_batch = local_batch(global_batch, process_count)
-        if global_batch > len(source.labels):
-            raise errors.ConfigError(f"batch_size={global_batch} exceeds the dataset's {len(source.labels)} "
-                             "images: lower batch_size")
-        self.source = source
-        self.global_batch = global_batch
-        self.seed = seed
-        self.offset = process_index * self.local_batch
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.source.labels) // self.global_batch
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source.labels))
+        if global_batch > records.num_examples:
+            raise errors.ConfigError(f"batch_size={global_batch} exceeds the size of {where} "
+                                     f"({records.num_examples} examples): lower batch_size")
+        self.records, self.global_batch, self.seed = records, global_batch, seed
+        self.process_index, self.workers, self.where = process_index, workers, where
+        self.order = EpochOrder(records.num_examples, global_batch, seed)
+        self.steps_per_epoch = records.num_examples // global_batch
+        self.step, self._iterator = 0, None
 
     def batch_spec(self) -> dict:
-        """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
-        return batch_spec(self.global_batch, self.source.images.shape[1:])
+        """Global batch shapes and dtypes: {field: ((B, ...), dtype)}."""
+        return {name: ((self.global_batch, *shape), dtype)
+                for name, (shape, dtype) in self.records.example_spec().items()}
 
     def get_state(self) -> dict:
-        return {"epoch": int(self.epoch), "position": int(self.position)}
+        return {"step": int(self.step)}
 
     def set_state(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        if "step" in state:
+            step = int(state["step"])
+        elif {"epoch", "position"} <= set(state):  # the iterator before grain: same order
+            step = int(state["epoch"]) * self.steps_per_epoch + int(state["position"]) // self.global_batch
+        else:
+            raise errors.IncompatibleCheckpointError(
+                f"the checkpoint's data state {sorted(state)} is not one this version reads "
+                "({'step'} or {'epoch', 'position'}): resume with the version that wrote it, or "
+                "start the run again in a new workdir")
+        self.step, self._iterator = step, None
+
+    def _open(self):
+        positions = _ProcessPositions(self.order, self.global_batch, self.local_batch,
+                                      self.process_index, self.step)
+        dataset = (grain.MapDataset.source(positions).map(_Read(self.records, self.seed))
+                   .batch(self.local_batch).map(fill_unreadable))
+        # Decoding processes read one batch each at a time; without them, threads of this
+        # process do (one batch each), with as many batches ready as threads.
+        threads = 0 if self.workers else min(16, os.cpu_count() or 1)
+        iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                                             prefetch_buffer_size=threads))
+        if self.workers:
+            if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (main parses them)
+                flags.FLAGS.mark_as_parsed()
+            iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
+        return iter(iterable)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        if self.position + self.global_batch > len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
-        start = self.position + self.offset
-        indices = self._order[start:start + self.local_batch]
-        self.position += self.global_batch
-        return self._gather(indices)
-
-    def _gather(self, indices: np.ndarray) -> dict:
-        images = self.source.images[indices].astype(np.float32) / 127.5 - 1.0
-        return {"image": images, "label": self.source.labels[indices]}
-
-
-def make_iterator(source, global_batch: int, seed: int, process_index: int = 0,
-                  process_count: int = 1):
-    """BatchIterator for an in-memory Source, else the source's own resumable iterator."""
-    if isinstance(source, Source):
-        return BatchIterator(source, global_batch, seed, process_index, process_count)
-    return source.batches(global_batch, seed, process_index, process_count)
+        if self._iterator is None:
+            self._iterator = self._open()
+        try:
+            batch = next(self._iterator)
+        except RuntimeError as error:
+            if not self.workers:
+                raise
+            raise errors.DataReadError(
+                f"a data worker failed reading {self.where}: {errors.first_line(error)}. Rerun with "
+                "--config.data.workers=0 to read in the training process and see the whole "
+                "error") from error
+        unreadable = int(batch.pop("unreadable"))
+        if unreadable == self.local_batch:
+            raise errors.DataReadError(f"a whole batch of {self.where} is unreadable (step "
+                                       f"{self.step}): check the files, or the data path")
+        if unreadable:
+            self.records.skipped.extend([f"(step {self.step})"] * unreadable)
+            logging.warning("%d unreadable examples in %s so far", len(self.records.skipped),
+                            self.where)
+        self.step += 1
+        return self.records.finish(batch)

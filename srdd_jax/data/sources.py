@@ -1,13 +1,14 @@
-"""Image sources held in memory as uint8 arrays: Fashion-MNIST (the embedded default) and folders.
+"""Image sources held in memory as uint8 arrays: Fashion-MNIST (the embedded default), and any
+stream small enough (`in_memory`: an image folder or TFDS split read once).
 
-Each loader returns `Source(images_NHWC uint8, labels_N int32, class_names, skipped)`. Images are
-already at the model's resolution and channel count. `DataFacts` (channels and class names) can be
-read before loading, so a model that disagrees with the data is refused at start-up.
+Each gives `Source(images_NHWC uint8, labels_N int32, class_names, skipped)`, images already at
+the model's resolution and channel count, batched by the grain pipeline of `data/pipeline.py`.
+`DataFacts` (channels and class names) can be read before loading, so a model that disagrees
+with the data is refused at start-up.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import gzip
 import os
@@ -16,7 +17,8 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from srdd_jax import errors, image_files
+from srdd_jax import errors
+from srdd_jax.data import pipeline
 from srdd_jax.progress import Progress
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -45,6 +47,9 @@ def listed(class_names, at_most: int = 8) -> str:
 
 @dataclasses.dataclass
 class Source:
+    """Images held in memory; as `pipeline.Records`, read by the same grain pipeline as streamed
+    sources (threads only: the arrays are not copied to worker processes)."""
+
     images: np.ndarray  # (N, H, W, C) uint8
     labels: np.ndarray  # (N,) int32
     class_names: tuple[str, ...]
@@ -56,12 +61,27 @@ class Source:
 
     def head(self, n: int) -> np.ndarray:
         """The first n images, float32 (n, H, W, C) in [-1, 1]."""
-        return self.images[:n].astype(np.float32) / 127.5 - 1.0
+        return pipeline.to_unit_range(self.images[:n])
 
     def ordered(self, batch: int):
         """All images in order: yields (images uint8 (b, H, W, C), labels (b,)), b <= batch."""
         for start in range(0, self.num_examples, batch):
             yield self.images[start:start + batch], self.labels[start:start + batch]
+
+    def read(self, index: int, rng: np.random.Generator) -> dict:
+        del rng
+        return {"image": self.images[index], "label": self.labels[index], "ok": True}
+
+    def example_spec(self) -> dict:
+        return {"image": (self.images.shape[1:], np.float32), "label": ((), np.int32)}
+
+    def finish(self, batch: dict) -> dict:
+        return {"image": pipeline.to_unit_range(batch["image"]), "label": batch["label"]}
+
+    def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
+        """This process's resumable training batches (`pipeline.Batches`)."""
+        return pipeline.Batches(self, global_batch, seed, process_index, process_count,
+                                where="the images")
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -115,101 +135,18 @@ def fashion_mnist(split: str, image_size: int, channels: int, root: str = FASHIO
     return Source(images, labels, FASHION_MNIST_CLASSES)
 
 
-def read_image(path, image_size: int, channels: int) -> np.ndarray:
-    """A file path or object -> (size, size, channels) uint8 by VAR's evaluation transform
-    (`image_files.decode`); raises image_files.UnreadableImageError."""
-    return image_files.decode(path, "RGB" if channels == 3 else "L", image_size)
-
-
-def folder_classes(root: str) -> list[tuple[str, list[str]]]:
-    """[(class name, image paths)] of `root/<class>/*` in sorted order (hidden folders skipped);
-    a root without sub-folders is one class named after it. Files are taken by extension.
-
-    Raises FileNotFoundError for a missing root and ValueError for a class folder without images
-    directly inside it (nested folders are not read).
-    """
-    if not root:
-        raise errors.MissingFileError("config.data.root is empty: point it at your images, "
-                                "--config.data.root=DIR (DIR/<class>/*.png|jpg, or a flat folder "
-                                "of one class)")
-    if not os.path.isdir(root):
-        raise errors.MissingFileError(f"image folder {root} does not exist (data.root)")
-
-    class_dirs = sorted(d for d in os.listdir(root)
-                        if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    if not class_dirs:
-        return [(os.path.basename(os.path.normpath(root)), image_files.list_images(root))]
-    loose = image_files.list_images(root)
-    if loose:
-        logging.warning("%d images directly in %s are not read: it has class folders (%s, ...), and "
-                        "only their images are", len(loose), root, class_dirs[0])
-    groups = [(name, image_files.list_images(os.path.join(root, name))) for name in class_dirs]
-    empty = [name for name, files in groups if not files]
-    if empty:
-        raise errors.ConfigError(f"class folders without images under {root}: {', '.join(empty)}. Each "
-                         "class is root/<class>/ with the images directly inside (nested folders "
-                         "are not read): flatten them, or move those folders out")
-    return groups
-
-
-def image_folder_facts(root: str) -> DataFacts:
-    """Channels and classes of `root` from the image headers: 3 if any image is in colour, else 1.
-    Unreadable files are left to the loader, which skips and counts them."""
-    groups = folder_classes(root)
-    grey = colour = 0
-    for _, files in groups:
-        for path in files:
-            grey_image = image_files.is_grey(path)
-            grey += grey_image is True
-            colour += grey_image is False
-    if grey and colour:
-        logging.info("%s: %d greyscale images among %d colour ones; they are read as RGB", root,
-                     grey, colour)
-    return DataFacts(3 if colour or not grey else 1, tuple(name for name, _ in groups),
-                     f"the images under {root}")
-
-
-def read_in_order(files, image_size: int, channels: int, skipped: list[str], chunk: int = 256):
-    """Yields (label, uint8 (size, size, channels) image) for each readable file of `files`
-    ((path, label) pairs) in their order, by the evaluation transform, decoded by one thread per
-    CPU core (PIL decodes without the GIL) `chunk` files at a time, so memory stays bounded.
-    Unreadable files are appended to `skipped` and logged, never fatal."""
-
-    def read(path):
-        try:
-            return read_image(path, image_size, channels)
-        except image_files.UnreadableImageError as err:
-            return err
-
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-        for start in range(0, len(files), chunk):
-            part = files[start:start + chunk]
-            for (path, label), image in zip(part, pool.map(read, (p for p, _ in part))):
-                if isinstance(image, Exception):
-                    skipped.append(path)
-                    logging.warning("skipping unreadable image %s: %s", path, image)
-                else:
-                    yield label, image
-
-
-def image_folder(root: str, image_size: int, channels: int, groups=None) -> Source:
-    """Images in `root/<class name>/*` (FFHQ/AFHQ/MiniImageNet layouts; a flat folder is one class),
-    read by one thread per CPU core (`read_in_order`), with a progress line. `groups`: the
-    folder's `folder_classes` when already listed.
-
-    Unreadable or corrupt files are skipped, counted and logged, never fatal.
-    """
-    groups = groups if groups is not None else folder_classes(root)
-    files = [(path, label) for label, (_, paths) in enumerate(groups) for path in paths]
-    images, labels, skipped = [], [], []
-    progress = Progress(f"reading {root}", len(files), "images")
-    for label, image in read_in_order(files, image_size, channels, skipped):
-        images.append(image)
-        labels.append(label)
-        progress.update(len(images) + len(skipped))
+def in_memory(stream, where: str) -> Source:
+    """All readable images of a stream (its `ordered` reads: the evaluation transform) as an
+    in-memory Source, with a progress line; errors.ConfigError when none is readable."""
+    images, labels = [], []
+    progress = Progress(f"reading {where}", stream.num_examples, "images")
+    for batch_images, batch_labels in stream.ordered(1024):
+        images.append(batch_images)
+        labels.append(batch_labels)
+        progress.update(sum(map(len, labels)) + len(stream.skipped))
     if not images:
-        raise errors.ConfigError(f"no readable images under {root} ({len(skipped)} unreadable)")
-    if skipped:
-        logging.warning("skipped %d unreadable images under %s", len(skipped), root)
-    return Source(np.stack(images), np.asarray(labels, np.int32),
-                  tuple(name for name, _ in groups), skipped)
+        raise errors.ConfigError(f"no readable images in {where} ({len(stream.skipped)} unreadable)")
+    if stream.skipped:
+        logging.warning("skipped %d unreadable images in %s", len(stream.skipped), where)
+    return Source(np.concatenate(images), np.concatenate(labels).astype(np.int32),
+                  tuple(stream.class_names), list(stream.skipped))

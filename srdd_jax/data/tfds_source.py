@@ -1,23 +1,25 @@
 """Named TensorFlow Datasets (`data.source="tfds"`): sun397, imagenet2012, ... at the model's size.
 
-Every image gets VAR's transform (shorter side to round(1.125 * size) with Lanczos, centre crop),
-the same code as image folders, and comes out NHWC uint8, then float32 in [-1, 1] per batch.
+Every image gets VAR's transforms, the same code as image folders (`image_files`): shorter side
+to round(1.125 * size) with Lanczos, then for training the `train_crop` (random or centre, and the
+mirror of `flip`), for evaluation and token caches the centre crop; NHWC uint8, then float32 in
+[-1, 1] per batch.
 
-A split whose resized images fit in `max_in_memory_mb` is materialised as an in-memory `Source`
-(and batched by `BatchIterator`). Larger splits (imagenet2012: 1.28M images) are streamed by
-`TfdsStream` and never held in RAM. Streaming order and resumption:
+A split whose resized images fit in `max_in_memory_mb` (and that is centre-cropped for training)
+is materialised as an in-memory `Source`. Larger splits (imagenet2012: 1.28M images) are streamed
+by `TfdsStream` and never held in RAM:
 
-- Each process reads its own equal part of the split (`tfds.split_for_jax_process`, remainder
-  dropped), so every process has the same number of steps per epoch.
-- Epoch e reads the files in the order given by a seed drawn from (seed, e, process), then
-  shuffles the still-encoded records in a `shuffle_buffer`-record window with that seed. Both
-  are deterministic in tf.data, so (epoch, step within epoch) fixes every later batch.
-- The iterator's state is those two integers, saved with checkpoints. On resume the epoch's
-  pipeline is rebuilt and `skip`s the consumed records *before* decoding, so resuming costs a read
-  of the skipped bytes but no JPEG decoding.
-  Rejected: tf.data's checkpointable iterator stores the shuffle buffer (GBs of images) and cannot
-  be kept in the JSON data state that orbax saves beside the train state; `Dataset.save` would
-  copy the whole dataset.
+- A split prepared as ArrayRecord (`tfds build --file_format=array_record`, or the builder's
+  `file_format`) is random-access, so it is read by the grain pipeline of every other source
+  (`data/pipeline.py`: per-epoch permutation, per-process rows, `workers` decoding processes,
+  state {'step'}).
+- A TFRecord split is read by tf.data (`StreamIterator`): each process reads its own equal part
+  (`tfds.split_for_jax_process`, remainder dropped); epoch e reads the files in an order drawn
+  from (seed, e, process), then shuffles the still-encoded records in a `shuffle_buffer` window
+  with that seed, both deterministic in tf.data, so (epoch, step within epoch) fixes every later
+  batch; a resume rebuilds the epoch's pipeline and `skip`s the consumed records before
+  decoding. Rejected: tf.data's checkpointable iterator stores the shuffle buffer (GBs of
+  images) and cannot be kept in the JSON data state that orbax saves beside the train state.
 
 Unreadable images are counted and logged. In memory they are dropped; in a stream each one's slot
 in its batch is filled by a readable image of the same batch, so batch boundaries (and thus the
@@ -34,7 +36,7 @@ import numpy as np
 from absl import logging
 
 from srdd_jax import errors, image_files
-from srdd_jax.data import pipeline, sources
+from srdd_jax.data import image_folder, pipeline, sources
 
 
 @functools.cache
@@ -107,38 +109,70 @@ def facts(name: str, data_dir: str = "", manual_dir: str = "") -> sources.DataFa
                              f"the images of TFDS dataset {name}")
 
 
-def _decode(encoded: bytes, image_size: int, channels: int) -> tuple[np.ndarray, bool]:
-    """Encoded image -> ((size, size, channels) uint8, readable?); zeros when unreadable."""
+def _decode(encoded: bytes, image_size: int, channels: int, crop_at=None, flip: bool = False
+            ) -> tuple[np.ndarray, bool]:
+    """Encoded image -> ((size, size, channels) uint8, readable?) by VAR's transforms (the centre
+    crop unless `crop_at`); zeros when unreadable."""
     try:
-        return sources.read_image(io.BytesIO(encoded), image_size, channels), True
+        return image_files.decode(io.BytesIO(encoded), "RGB" if channels == 3 else "L", image_size,
+                                  crop_at, flip), True
     except image_files.UnreadableImageError as err:
         logging.warning("skipping an unreadable image: %s", err)
         return np.zeros((image_size, image_size, channels), np.uint8), False
 
 
 class TfdsStream:
-    """A TFDS split streamed through tf.data (see the module docstring for order and resume).
+    """A streamed TFDS split (see the module docstring for order and resume).
 
     Attributes mirror `Source` where they can: num_examples, class_names, skipped (descriptions of
-    unreadable images met so far).
+    unreadable images met so far). `train_crop`, `flip`: the training transform; `workers`:
+    decoding processes of the grain pipeline (ArrayRecord splits).
     """
 
-    def __init__(self, dataset, split: str, image_size: int, channels: int, shuffle_buffer: int):
+    def __init__(self, dataset, split: str, image_size: int, channels: int, shuffle_buffer: int,
+                 train_crop: str = "center", flip: bool = False, workers: int = 0):
         features = dataset.info.features
         if "image" not in features:
             raise errors.ConfigError(f"TFDS dataset {dataset.name} has no 'image' feature "
                              f"(features: {', '.join(features)})")
         self.dataset, self.split = dataset, split
         self.image_size, self.channels, self.shuffle_buffer = image_size, channels, shuffle_buffer
+        self.train_crop, self.flip, self.workers = train_crop, flip, workers
         self.has_labels = "label" in features
         self.class_names = _class_names(features)
         self.num_examples = dataset.info.splits[split].num_examples
         self.skipped: list[str] = []
+        self.random_access = str(getattr(dataset.info, "file_format", "")).endswith("ARRAY_RECORD")
+        self._source = None  # the split's ArrayRecord data source, opened on the first read
 
-    def records(self, split: str, shuffle_seed: int | None, skip: int = 0):
+    # ------------------------------------------------------------ pipeline.Records (ArrayRecord)
+    def read(self, index: int, rng: np.random.Generator) -> dict:
+        if self._source is None:
+            _, tfds = _tfds()
+            self._source = self.dataset.as_data_source(
+                self.split, decoders={"image": tfds.decode.SkipDecoding()})
+        example = self._source[index]
+        crop_at, flip = image_folder.training_crop(self.train_crop, self.flip, rng)
+        image, ok = _decode(example["image"], self.image_size, self.channels, crop_at, flip)
+        return {"image": image, "label": np.int32(example["label"] if self.has_labels else 0),
+                "ok": ok}
+
+    def example_spec(self) -> dict:
+        return {"image": ((self.image_size, self.image_size, self.channels), np.float32),
+                "label": ((), np.int32)}
+
+    def finish(self, batch: dict) -> dict:
+        return {"image": pipeline.to_unit_range(batch["image"]), "label": batch["label"]}
+
+    def __getstate__(self) -> dict:  # to grain's workers: each opens its own data source
+        return dict(self.__dict__, _source=None)
+
+    # ----------------------------------------------------------------------------- tf.data
+    def records(self, split: str, shuffle_seed: int | None, skip: int = 0, crop_seed=None):
         """tf.data of decoded (image uint8 (size, size, C), label int32, readable bool) examples:
         file order and a record-level shuffle from `shuffle_seed` (None: the stored order), with
-        the first `skip` records dropped before decoding."""
+        the first `skip` records dropped before decoding. With `crop_seed`, the training
+        transform, drawn from (crop_seed, record number); else the centre crop."""
         tf, tfds = _tfds()
         options = tf.data.Options()
         options.deterministic = True
@@ -152,14 +186,23 @@ class TfdsStream:
             ds = ds.shuffle(self.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
         size, channels = self.image_size, self.channels
 
-        def decode(encoded, label):
-            image, ok = tf.numpy_function(lambda b: _decode(b, size, channels), [encoded],
-                                          (tf.uint8, tf.bool), stateful=False)
+        def read(number, encoded):
+            if crop_seed is None:
+                return _decode(encoded, size, channels)
+            rng = np.random.default_rng([crop_seed, pipeline.RANDOM_STREAM, int(number)])
+            return _decode(encoded, size, channels,
+                           *image_folder.training_crop(self.train_crop, self.flip, rng))
+
+        def decode(number, example):
+            encoded, label = example
+            image, ok = tf.numpy_function(read, [number, encoded], (tf.uint8, tf.bool),
+                                          stateful=False)
             image.set_shape((size, size, channels))
             ok.set_shape(())
             return image, label, ok
 
-        return ds.skip(skip).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.enumerate().skip(skip).map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                                             deterministic=True)
 
     def ordered(self, batch: int):
         """The whole split in stored order: yields (images uint8 (b, size, size, C), labels (b,)),
@@ -171,9 +214,14 @@ class TfdsStream:
     def head(self, n: int) -> np.ndarray:
         """The first n readable images in stored order, float32 (n, size, size, C) in [-1, 1]."""
         images, _ = next(self.ordered(n))
-        return images.astype(np.float32) / 127.5 - 1.0
+        return pipeline.to_unit_range(images)
 
     def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
+        """This process's resumable training batches: the grain pipeline for an ArrayRecord split,
+        else `StreamIterator`."""
+        if self.random_access:
+            return pipeline.Batches(self, global_batch, seed, process_index, process_count,
+                                    self.workers, f"{self.dataset.name}/{self.split}")
         return StreamIterator(self, global_batch, seed, process_index, process_count)
 
     def _count(self, bad: int, where: str) -> None:
@@ -215,7 +263,8 @@ class StreamIterator:
 
     def _open(self):
         seed = int(np.random.default_rng([self.seed, self.epoch, self.process_index]).integers(2**31))
-        ds = self.stream.records(self.split, seed, skip=self.position * self.local_batch)
+        ds = self.stream.records(self.split, seed, skip=self.position * self.local_batch,
+                                 crop_seed=seed)
         return ds.batch(self.local_batch, drop_remainder=True).prefetch(2).as_numpy_iterator()
 
     def __iter__(self):
@@ -236,25 +285,19 @@ class StreamIterator:
             images, labels = images.copy(), labels.copy()  # tf.data's buffers are read-only
             images[~ok], labels[~ok] = images[fill], labels[fill]
         self.position += 1
-        return {"image": images.astype(np.float32) / 127.5 - 1.0, "label": labels}
+        return {"image": pipeline.to_unit_range(images), "label": labels}
 
 
-def load(name: str, split: str, image_size: int, channels: int, data_dir: str = "",
-         manual_dir: str = "", max_in_memory_mb: float = 2048, shuffle_buffer: int = 4096):
-    """A TFDS split at the model's size: an in-memory `Source` when its resized uint8 images take
-    at most max_in_memory_mb, else a `TfdsStream`."""
+def open_split(name: str, split: str, image_size: int, channels: int, data_dir: str = "",
+               manual_dir: str = "", shuffle_buffer: int = 4096, train_crop: str = "center",
+               flip: bool = False, workers: int = 0) -> TfdsStream:
+    """The `TfdsStream` of a split at the model's size; ConfigError naming data.split for a split
+    the dataset does not have."""
     dataset = builder(name, data_dir, manual_dir)
     try:
         dataset.info.splits[split]
     except (KeyError, ValueError):
         raise errors.ConfigError(f"config.data.split={split!r}: TFDS dataset {name} has splits "
                          f"{', '.join(dataset.info.splits)} (slices like 'train[:90%]' work too)") from None
-    stream = TfdsStream(dataset, split, image_size, channels, shuffle_buffer)
-    size_mb = stream.num_examples * image_size * image_size * channels / 2**20
-    if size_mb > max_in_memory_mb:
-        logging.info("%s/%s: streaming %d images (%.0f MiB resized > data.max_in_memory_mb=%s)",
-                     name, split, stream.num_examples, size_mb, max_in_memory_mb)
-        return stream
-    images, labels = zip(*stream.ordered(1024))
-    return sources.Source(np.concatenate(images), np.concatenate(labels).astype(np.int32),
-                          stream.class_names, stream.skipped)
+    return TfdsStream(dataset, split, image_size, channels, shuffle_buffer, train_crop, flip,
+                      workers)

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from srdd_jax import errors, fingerprints, parallel, preemption
-from srdd_jax.data.pipeline import BatchIterator
+from srdd_jax.data import pipeline
 from srdd_jax.progress import Progress
 from srdd_jax.tokenizer.vqvae import VQVAE
 
@@ -47,6 +47,7 @@ class TokenCache:
     tokens: np.ndarray  # (N, L) int16/int32, memory-mapped
     labels: np.ndarray  # (N,) int32
     meta: dict
+    skipped: list = dataclasses.field(default_factory=list)  # always empty: every record reads
 
     @property
     def num_examples(self) -> int:
@@ -56,23 +57,22 @@ class TokenCache:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.meta["class_names"])
 
+    # pipeline.Records: read by the grain pipeline on threads (the memory map stays in this process)
+    def read(self, index: int, rng: np.random.Generator) -> dict:
+        del rng
+        return {"tokens": self.tokens[index].astype(np.int32), "label": self.labels[index],
+                "ok": True}
+
+    def example_spec(self) -> dict:
+        return {"tokens": ((self.tokens.shape[1],), np.int32), "label": ((), np.int32)}
+
+    def finish(self, batch: dict) -> dict:
+        return batch
+
     def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
-        return TokenBatchIterator(self, global_batch, seed, process_index, process_count)
-
-
-class TokenBatchIterator(BatchIterator):
-    """BatchIterator's order and state over a token cache: {'tokens': int32 (b, L), 'label': (b,)}."""
-
-    def batch_spec(self) -> dict:
-        """{'tokens': ((B, L), int32), 'label': ((B,), int32)} for the global batch."""
-        return {"tokens": ((self.global_batch, self.source.tokens.shape[1]), np.int32),
-                "label": ((self.global_batch,), np.int32)}
-
-    def _gather(self, indices: np.ndarray) -> dict:
-        order = np.argsort(indices)  # sorted reads from the memory map, then back to batch order
-        tokens = np.empty((len(indices), self.source.tokens.shape[1]), np.int32)
-        tokens[order] = self.source.tokens[indices[order]]
-        return {"tokens": tokens, "label": np.asarray(self.source.labels[indices], np.int32)}
+        """This process's resumable batches {'tokens': int32 (b, L), 'label': int32 (b,)}."""
+        return pipeline.Batches(self, global_batch, seed, process_index, process_count,
+                                where="the token cache")
 
 
 def token_dtype(vocab_size: int):

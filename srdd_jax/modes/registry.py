@@ -10,10 +10,11 @@ lives below modes/ (training/runs.py, sampling/class_grid.py, ...) or in the hel
 from __future__ import annotations
 
 from srdd_jax import errors
-from srdd_jax.modes import convert, distill, edit, evaluate, sample, tokenize, train
+from srdd_jax.modes import convert, distill, edit, evaluate, prepare, sample, tokenize, train
 
 MODES = {"train_tokenizer": train, "train": train, "sample": sample, "edit": edit,
-         "convert": convert, "distill": distill, "tokenize": tokenize, "evaluate": evaluate}
+         "convert": convert, "distill": distill, "tokenize": tokenize, "evaluate": evaluate,
+         "prepare": prepare}
 
 
 def get(name: str):

@@ -14,7 +14,7 @@ import jax
 import ml_collections
 
 from srdd_jax import errors, models, spec_fields
-from srdd_jax.data.spec import DataSpec
+from srdd_jax.data.spec import DataSpec, PrepareSpec
 from srdd_jax.evaluation.spec import EvalSpec
 from srdd_jax.sampling.settings import GridSpec, SamplerSettings
 from srdd_jax.training import distill, tokenizer_losses
@@ -38,6 +38,7 @@ class ExperimentSpec:
     sampling: SamplerSettings
     grid: GridSpec
     evaluate: EvalSpec
+    prepare: PrepareSpec
 
     def run(self, section: str) -> TrainSpec:
         return self.runs[section]
@@ -66,6 +67,10 @@ def train_spec(config: ml_collections.ConfigDict, section: str) -> TrainSpec:
 
 def data_spec(section: ml_collections.ConfigDict) -> DataSpec:
     return spec_fields.from_dict(DataSpec, section.to_dict(), "config.data")
+
+
+def prepare_spec(section: ml_collections.ConfigDict) -> PrepareSpec:
+    return spec_fields.from_dict(PrepareSpec, section.to_dict(), "config.prepare")
 
 
 def eval_spec(section: ml_collections.ConfigDict) -> EvalSpec:
@@ -105,5 +110,7 @@ def _parse(config: ml_collections.ConfigDict) -> ExperimentSpec:
                          f"of {', '.join(CLASS_EMBEDDING_INITS)}")
     evaluate = eval_spec(config.evaluate)
     evaluate.validate(model.transformer.num_classes, data.source, config.mode == "evaluate")
+    prepare = prepare_spec(config.prepare)
+    prepare.validate()
     return ExperimentSpec(config.mode, config.seed, model, data, runs, sampling,
-                          grid_spec(config.sample), evaluate)
+                          grid_spec(config.sample), evaluate, prepare)

@@ -92,7 +92,7 @@ def train(name: str, run: TrainSpec, workdir: str, mesh, iterator,
       run: steps, log_every, checkpoint_every, keep_checkpoints, profile_steps (0: no
         profile; else one trace of that many steps in workdir/logs/name/plugins/profile),
         preemption_save_seconds (how long a stop requested by a signal waits for its checkpoint).
-      iterator: a BatchIterator or any iterator with its interface (batch_spec, get/set_state).
+      iterator: a `data.pipeline.Batches` or any iterator with its interface (batch_spec, get/set_state).
       boxed_init: rng -> boxed params (logical partitioning metadata gives the shardings).
       frozen: extra arguments passed unchanged to every step (e.g. frozen tokenizer params).
       context: the run's config section, model config and batch check (see RunContext).
