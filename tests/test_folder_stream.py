@@ -118,7 +118,8 @@ def test_the_data_spec_picks_the_stream(tmp_path):
         assert isinstance(loading.load(streamed, spec), FolderStream)
     with pytest.raises(ValueError, match="train_crop='random' .* needs the streamed folder"):
         DataSpec(source="image_folder", root=root, train_crop="random", streaming="never").validate()
-    with pytest.raises(errors.ConfigError, match=r"batch_size=64 exceeds the size of the images under .* \(24 examples\)"):
+    with pytest.raises(errors.ConfigError,
+                       match=r"batch_size=64 exceeds the size of the images under .* \(24 examples\)"):
         FolderStream(root, SIZE, 3, workers=0).batches(64, 0)
 
 

@@ -116,7 +116,8 @@ def test_paper_configs_read_their_data_from_shards(tmp_path, config, classes):
     for c in range(classes):
         (root / f"k{c:03d}").mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(np.full((20, 20, 3), (7 * c + i) % 256, np.uint8)).save(root / f"k{c:03d}/{i}.png")
+            pixels = np.full((20, 20, 3), (7 * c + i) % 256, np.uint8)
+            Image.fromarray(pixels).save(root / f"k{c:03d}/{i}.png")
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
     flag_values(["test", f"--config={REPO_ROOT / 'configs' / config}.py:tiny"])
