@@ -1,9 +1,13 @@
-"""The streamed image-folder pipeline (srdd_jax/data/image_folder.py): throughput and memory.
+"""The grain input pipeline (srdd_jax/data/pipeline.py) on image folders and prepared shards:
+throughput and memory.
 
 Makes (once, in --dir) a folder of N and one of 4N photo-like JPEGs at ImageNet's typical size,
-500 x 375 (smooth colour fields with noise, 10 classes), then, each in its own process:
-- images/s of training batches (decode, shorter-side resize to 288, random 256 crop, batch) with
-  0 workers (threads of the process), 1 and 2 worker processes, after a warm-up;
+500 x 375 (smooth colour fields with noise, 10 classes), and the N folder's prepared shards (PNG
+and JPEG at quality 95, `srdd_jax/data/shards.py`), then, each in its own process:
+- images/s of training batches from the folder (decode, shorter-side resize to 288, random 256
+  crop, batch) with 0 workers (threads of the process), 1 and 2 worker processes, after a
+  warm-up; the same from each shard set (decode the stored 288-px image, random 256 crop, batch)
+  with 1 and 2 workers;
 - peak RSS of the process (and the sum of its workers' peaks) while reading the same number of
   batches from the N- and the 4N-image folder: the stream holds the file list, never the images,
   so the peak does not grow with the folder;
@@ -52,11 +56,27 @@ def make_folder(root: str, count: int, seed: int = 0) -> str:
     return root
 
 
+def make_shards(root: str, directory: str, encoding: str) -> str:
+    """The folder's prepared shards (written once, as mode=prepare does)."""
+    from srdd_jax.data import shards
+    from srdd_jax.data.image_folder import FolderStream
+    from srdd_jax.data.spec import PrepareSpec
+
+    if not os.path.exists(os.path.join(directory, shards.META_FILE)):
+        shards.write(FolderStream(root, SIZE, 3, workers=0), directory, PrepareSpec(encoding=encoding))
+    return directory
+
+
 def measure(root: str, workers: int, batch: int, batches: int) -> dict:
-    """Reads `batches` training batches (after 3 warm-up batches) in this process."""
+    """Reads `batches` training batches (after 3 warm-up batches) in this process from a folder,
+    or from prepared shards when `root` holds them."""
+    from srdd_jax.data import shards
     from srdd_jax.data.image_folder import FolderStream
 
-    stream = FolderStream(root, SIZE, 3, train_crop="random", workers=workers)
+    if os.path.exists(os.path.join(root, shards.META_FILE)):
+        stream = shards.Shards(root, SIZE, 3, train_crop="random", workers=workers)
+    else:
+        stream = FolderStream(root, SIZE, 3, train_crop="random", workers=workers)
     iterator = stream.batches(batch, seed=0)
     for _ in range(3):
         next(iterator)
@@ -123,6 +143,13 @@ def main() -> None:
     large = make_folder(os.path.join(args.dir, f"n{4 * args.images}_500x375"), 4 * args.images,
                         seed=1)
     rate = {f"workers_{w}": in_subprocess(small, w, args.batch, args.batches) for w in (0, 1, 2)}
+    for encoding in ("png", "jpeg"):
+        directory = make_shards(small, os.path.join(args.dir, f"n{args.images}_shards_{encoding}"),
+                                encoding)
+        size_mb = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
+        rate[f"shards_{encoding}"] = {
+            "megabytes": size_mb / 2**20,
+            **{f"workers_{w}": in_subprocess(directory, w, args.batch, args.batches) for w in (1, 2)}}
     memory = {f"{name}_images": in_subprocess(root, 0, args.batch, args.batches)
               for name, root in (("n", small), ("4n", large))}
     report = {

@@ -6,7 +6,9 @@ Trains a tokenizer, then an SRDD (Markov mask) transformer. The channels (grey o
 number of classes and the class names are read from the folder at start-up and put into the model
 config (`config.model_from_data`); `config.data.image_size` (default 32) sets the scale pyramid.
 The default size trains in under 15 minutes on 2 CPU cores. Variants `:64`, `:128`, `:256` are
-larger models for larger images (their cost is in the README); `:tiny` is the smoke-test variant.
+larger models for larger images (their cost is in the README), trained with VAR's random crop;
+`:tiny` is the smoke-test variant. `--config.data.source=shards --config.data.root=SHARDS` trains
+from the folder's prepared shards (`--config.mode=prepare`).
 """
 
 import ml_collections
@@ -71,5 +73,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     cfg.model_from_data = True
     image_size = 16 if variant == "tiny" else int(variant)
     cfg.data.update(dict(source="image_folder", root="", image_size=image_size))
+    if variant in ("64", "128", "256"):  # VAR's random training crop (the folder streams); the
+        cfg.data.train_crop = "random"   # 32 px and tiny variants keep the centre, in memory
     cfg.sample.settings.update(dict(cfg=3.0, top_p=0.9))
     return cfg

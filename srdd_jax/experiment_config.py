@@ -157,7 +157,8 @@ def tiny_model(num_classes: int = 10, in_channels: int = 1) -> ml_collections.Co
 
 def paper_config(root: str, num_classes: int, variant: str = "") -> ml_collections.ConfigDict:
     """The paper's fine-tuning setting: 256 px, d16, Markov mask, VAR's released tokenizer, an image
-    folder at `root`; point config.init.tokenizer / init.transformer at a converted VAR model
+    folder at `root` (or its prepared shards, data.source='shards') with VAR's random training
+    crop; point config.init.tokenizer / init.transformer at a converted VAR model
     (`python -m srdd_jax.convert ... --out=DIR`) to start from VAR's weights. `variant='tiny'`
     keeps the layout but shrinks every size for smoke tests."""
     if variant == "tiny":
@@ -175,5 +176,6 @@ def paper_config(root: str, num_classes: int, variant: str = "") -> ml_collectio
         cfg.training.optim.update(dict(base_lr=1e-4, warmup_steps=2000, final_lr_ratio=0.1))
         cfg.sample.settings.update(dict(cfg=5.0, top_k=900, top_p=0.96, mr=True))
         cfg.mesh.update(dict(data=-1, fsdp=1))
+        cfg.data.train_crop = "random"  # VAR's training transform (the data streams)
     cfg.data.update(dict(source="image_folder", root=root))
     return cfg

@@ -104,7 +104,8 @@ def test_unreadable_images_are_skipped_when_preparing(tmp_path):
     assert meta["num_examples"] == CLASSES * PER_CLASS
 
 
-@pytest.mark.parametrize("config,classes", [("ffhq", 1), ("afhq", 3), ("miniimagenet", 100)])
+@pytest.mark.parametrize("config,classes", [("ffhq", 1), ("afhq", 3), ("miniimagenet", 100),
+                                            ("sun397", 397)])
 def test_paper_configs_read_their_data_from_shards(tmp_path, config, classes):
     """Each folder-based paper config (tiny variant) takes its model and batches from shards."""
     from absl import flags
