@@ -13,8 +13,7 @@ For every model:
 - a CFG sweep over `--cfg` with the `linear` and the `constant` schedule: in-domain FID on the
   features of a classifier trained on the same data (`fid_<data>`, never called FID), class
   accuracy of the samples, precision and recall;
-- a masked-resampling sweep at `--mr_cfg` (linear schedule): thresholds x iterations, with and
-  without `mr_rerun` (the model re-run on the state holding the confident tokens), with the
+- a masked-resampling sweep at `--mr_cfg` (linear schedule): thresholds x iterations, with the
   fraction of tokens MR redrew at each scale.
 
 Every table gives mean ± standard deviation over the training seeds (the sampling seed is the
@@ -192,8 +191,8 @@ def settings_grid(args, fitted: specs.ExperimentSpec) -> list[tuple[str, dict]]:
     mr_base = dataclasses.replace(base, cfg=args.mr_cfg, cfg_schedule="linear")
     grid.append(("mr", mr_base))
     grid += [("mr", dataclasses.replace(mr_base, mr=True, mr_threshold=threshold,
-                                        mr_iterations=iterations, mr_rerun=rerun))
-             for rerun in (False, True) for threshold in values(args.mr_thresholds)
+                                        mr_iterations=iterations))
+             for threshold in values(args.mr_thresholds)
              for iterations in values(args.mr_iterations, int)]
     return [(sweep, dataclasses.asdict(s)) for sweep, s in grid]
 
@@ -266,8 +265,7 @@ def _describe(settings) -> str:
         return ""
     text = f"cfg {settings['cfg']:g} {settings['cfg_schedule']}"
     if settings["mr"]:
-        text += (f", MR {settings['mr_threshold']:g} x {settings['mr_iterations']}"
-                 + (" rerun" if settings["mr_rerun"] else ""))
+        text += f", MR {settings['mr_threshold']:g} x {settings['mr_iterations']}"
     return text
 
 
@@ -279,7 +277,7 @@ def mean_std(xs) -> tuple[float, float]:
 
 def aggregate(records: list[dict], metric: str) -> dict:
     """{mask: {'nll': per-scale and total (mean, std), 'cfg': {(schedule, cfg): stats},
-    'mr': {(threshold, iterations, rerun): stats}}} over seeds; stats = {metric: (mean, std),
+    'mr': {(threshold, iterations): stats}}} over seeds; stats = {metric: (mean, std),
     'class_accuracy': ..., 'redrawn_per_scale': [(mean, std)], 'seeds': n}."""
     out = {}
     for mask in MASKS:
@@ -291,12 +289,11 @@ def aggregate(records: list[dict], metric: str) -> dict:
                          "seeds": len(nll)}, "cfg": {}, "mr": {}}
         groups: dict = {}
         for r in rows:
-            if r["sweep"] == "nll":
+            if r["sweep"] == "nll" or r["settings"].get("mr_rerun"):  # (a removed option's runs)
                 continue
             s = r["settings"]
             key = ((s["cfg_schedule"], s["cfg"]) if r["sweep"] == "cfg" else
-                   (s["mr_threshold"] if s["mr"] else 0.0, s["mr_iterations"] if s["mr"] else 0,
-                    bool(s["mr"] and s["mr_rerun"])))
+                   (s["mr_threshold"] if s["mr"] else 0.0, s["mr_iterations"] if s["mr"] else 0))
             groups.setdefault((r["sweep"], key), []).append(r)
         for (sweep, key), group in groups.items():
             stats = {name: mean_std([g[name] for g in group])
@@ -352,19 +349,18 @@ def markdown(summary: dict, metric: str, patch_nums, seeds: int, real: dict | No
                          f"{_cell(m['class_accuracy'], v['class_accuracy'], 3)} |")
     for mask in MASKS:
         mr = summary[mask]["mr"]
-        base = mr.get((0.0, 0, False))
+        base = mr.get((0.0, 0))
         if not base:
             continue
         lines += ["", f"Masked resampling, {mask} ({metric}; **bold**: an effect against no MR; "
                   "tokens redrawn as a share of each scale's tokens, summed over iterations):", "",
-                  f"| threshold | iterations | rerun | {metric} | class acc. | redrawn per scale |",
-                  "| --- | --- | --- | --- | --- | --- |",
-                  f"| — | 0 | — | {_pm(base[metric])} | {_pm(base['class_accuracy'], 3)} | — |"]
+                  f"| threshold | iterations | {metric} | class acc. | redrawn per scale |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| — | 0 | {_pm(base[metric])} | {_pm(base['class_accuracy'], 3)} | — |"]
         for key in sorted(k for k in mr if k[1]):
             s = mr[key]
             redrawn = " ".join(f"{m:.3f}" for m, _ in s.get("redrawn_per_scale", []))
-            lines.append(f"| {key[0]:g} | {key[1]} | {'yes' if key[2] else 'no'} | "
-                         f"{_cell(s[metric], base[metric])} | "
+            lines.append(f"| {key[0]:g} | {key[1]} | {_cell(s[metric], base[metric])} | "
                          f"{_cell(s['class_accuracy'], base['class_accuracy'], 3)} | {redrawn} |")
     return "\n".join(lines)
 
@@ -417,17 +413,14 @@ def plot(summary: dict, metric: str, patch_nums, folder: str, real: dict | None 
     for mask in MASKS:
         mr = summary[mask]["mr"]
         for iterations in sorted({k[1] for k in mr if k[1]}):
-            for rerun in (False, True):
-                keys = sorted(k for k in mr if k[1] == iterations and k[2] == rerun)
-                if not keys:
-                    continue
-                label = f"{mask}, {iterations} it.{', rerun' if rerun else ''}"
-                axes[0].errorbar([k[0] for k in keys], [mr[k][metric][0] for k in keys],
-                                 [mr[k][metric][1] for k in keys], marker="o", capsize=3, label=label)
-                largest = keys[-1]
-                if "redrawn_per_scale" in mr[largest]:
-                    axes[1].plot(range(len(patch_nums)), [m for m, _ in mr[largest]["redrawn_per_scale"]],
-                                 marker="o", label=f"{label}, threshold {largest[0]:g}")
+            keys = sorted(k for k in mr if k[1] == iterations)
+            label = f"{mask}, {iterations} it."
+            axes[0].errorbar([k[0] for k in keys], [mr[k][metric][0] for k in keys],
+                             [mr[k][metric][1] for k in keys], marker="o", capsize=3, label=label)
+            largest = keys[-1]
+            if "redrawn_per_scale" in mr[largest]:
+                axes[1].plot(range(len(patch_nums)), [m for m, _ in mr[largest]["redrawn_per_scale"]],
+                             marker="o", label=f"{label}, threshold {largest[0]:g}")
         if (0.0, 0, False) in mr:
             axes[0].axhline(mr[(0.0, 0, False)][metric][0], linestyle=":", label=f"{mask}, no MR")
     axes[0].set(title="masked resampling", xlabel="threshold", ylabel=metric, xscale="log")
@@ -478,7 +471,7 @@ def run(args) -> dict:
 def _jsonable(summary: dict) -> dict:
     return {mask: {"nll": entry["nll"],
                    "cfg": [dict(schedule=k[0], cfg=k[1], **v) for k, v in sorted(entry["cfg"].items())],
-                   "mr": [dict(threshold=k[0], iterations=k[1], rerun=k[2], **v)
+                   "mr": [dict(threshold=k[0], iterations=k[1], **v)
                           for k, v in sorted(entry["mr"].items())]}
             for mask, entry in summary.items()}
 

@@ -42,12 +42,12 @@ def test_quick_reproduction_reports_seeds_and_spreads(tmp_path):
         assert summary["nll"]["seeds"] == 2 and len(summary["nll"]["per_scale"]) == 3
         assert {(row["schedule"], row["cfg"]) for row in summary["cfg"]} == {
             ("linear", 0.0), ("linear", 3.0), ("constant", 0.0), ("constant", 3.0)}
-        mr = {(row["threshold"], row["iterations"], row["rerun"]): row for row in summary["mr"]}
-        assert set(mr) == {(0.0, 0, False), (0.05, 2, False), (0.05, 2, True)}
+        mr = {(row["threshold"], row["iterations"]): row for row in summary["mr"]}
+        assert set(mr) == {(0.0, 0), (0.05, 2)}
         for row in summary["cfg"] + summary["mr"]:
             mean, std = row["fid_colours"]
             assert row["seeds"] == 2 and np.isfinite(mean) and std >= 0
-        redrawn = mr[(0.05, 2, False)]["redrawn_per_scale"]
+        redrawn = mr[(0.05, 2)]["redrawn_per_scale"]
         assert len(redrawn) == 3 and all(0 <= mean <= 2 for mean, _ in redrawn)
     models = {(r["mask"], r["seed"]) for r in results["records"] if r["sweep"] != "real"}
     assert models == {("var", 0), ("var", 1), ("markov", 0), ("markov", 1)}

@@ -85,8 +85,7 @@ def test_mr_threshold_one_redraws_every_token_on_chosen_scales(converted, refere
     np.testing.assert_array_equal(counts, expected)
 
 
-@pytest.mark.parametrize("rerun", [False, True])
-def test_mr_counts_agree_with_direct_recount(converted, reference, plain, rerun):
+def test_mr_counts_agree_with_direct_recount(converted, reference, plain):
     """With MR on one scale, its count equals the tokens of the MR-free run below the threshold."""
     spec, params = converted
     sampler, base = plain
@@ -94,8 +93,7 @@ def test_mr_counts_agree_with_direct_recount(converted, reference, plain, rerun)
     begin, end = sampler.plan.layout.begins[si], sampler.plan.layout.begins[si + 1]
     conf = np.asarray(base["confidence_BL"])[:, begin:end]
     threshold = float(np.median(conf))
-    settings = _with(STOCHASTIC, mr=True, mr_threshold=threshold, mr_iterations=1, mr_scales=(si,),
-                     mr_rerun=rerun)
+    settings = _with(STOCHASTIC, mr=True, mr_threshold=threshold, mr_iterations=1, mr_scales=(si,))
     out = Sampler(spec, settings, mask="markov").sample(params, reference["io"]["labels"],
                                                          jax.random.key(3))
     counts = np.asarray(out["resampled_K"])
@@ -103,6 +101,76 @@ def test_mr_counts_agree_with_direct_recount(converted, reference, plain, rerun)
     assert counts.sum() == counts[si]
     np.testing.assert_array_equal(np.asarray(out["idx_BL"])[:, :begin],
                                   np.asarray(base["idx_BL"])[:, :begin])
+
+
+def test_mr_keeps_every_confident_first_draw_and_reports_its_confidence(converted, reference,
+                                                                         plain):
+    """On the MR scale, a token whose first draw is at or above the threshold is that draw; the
+    confidences reported are the first draw's (those of the MR-free run)."""
+    spec, params = converted
+    sampler, base = plain
+    si = len(spec.patch_nums) - 2
+    begin, end = sampler.plan.layout.begins[si], sampler.plan.layout.begins[si + 1]
+    conf = np.asarray(base["confidence_BL"])[:, begin:end]
+    threshold = float(np.quantile(conf, 0.3))
+    out = Sampler(spec, _with(STOCHASTIC, mr=True, mr_threshold=threshold, mr_iterations=4,
+                              mr_scales=(si,)), mask="markov").sample(
+        params, reference["io"]["labels"], jax.random.key(3))
+    idx, base_idx = np.asarray(out["idx_BL"])[:, begin:end], np.asarray(base["idx_BL"])[:, begin:end]
+    confident = conf >= threshold
+    np.testing.assert_array_equal(idx[confident], base_idx[confident])
+    assert (idx[~confident] != base_idx[~confident]).any()
+    np.testing.assert_array_equal(np.asarray(out["confidence_BL"])[:, :end],
+                                  np.asarray(base["confidence_BL"])[:, :end])
+
+
+def test_mr_calls_no_model_and_draws_only_where_a_token_is_below_the_threshold(
+        converted, reference, monkeypatch):
+    """Counted at run time: one model call per scale with or without MR; redraw rounds only on
+    mr_scales, and none where no token is below the threshold."""
+    from srdd_jax.sampling import scale_loop, tokens
+
+    spec, params = converted
+    model_calls, draws = [], []
+    probs, uniforms = scale_loop.ScaleStep.model_probs, tokens.token_uniforms
+
+    def counted_probs(self, f_hat, k, *args):
+        jax.debug.callback(lambda k: model_calls.append(int(k)), k)
+        return probs(self, f_hat, k, *args)
+
+    def counted_uniforms(keys, k, draw, width):
+        jax.debug.callback(lambda k, d: draws.append((int(k), int(d))), k, draw)
+        return uniforms(keys, k, draw, width)
+
+    monkeypatch.setattr(scale_loop.ScaleStep, "model_probs", counted_probs)
+    monkeypatch.setattr(tokens, "token_uniforms", counted_uniforms)
+    last = len(spec.patch_nums) - 1
+    for threshold, redrawn in ((1.0, {1, last}), (0.0, set())):
+        model_calls.clear()
+        draws.clear()
+        settings = _with(STOCHASTIC, top_k=0, top_p=0.0, mr=True, mr_threshold=threshold,
+                         mr_iterations=2, mr_scales=(1, last))
+        Sampler(spec, settings, mask="markov").sample(params, reference["io"]["labels"],
+                                                      jax.random.key(5))
+        jax.effects_barrier()
+        assert sorted(model_calls) == list(range(last + 1))
+        expected = [(k, 0) for k in range(last + 1)] + [(k, d) for k in redrawn for d in (1, 2)]
+        assert sorted(draws) == sorted(expected), threshold
+
+
+def test_more_smooth_changes_the_latent_not_the_first_draw(converted, reference, plain):
+    """VAR's more_smooth adds a Gumbel-softmax mixture of codes: scale 0's tokens are drawn as
+    without it (its noise is a stream of its own), the latent and so the later scales differ."""
+    spec, params = converted
+    sampler, base = plain
+    out = Sampler(spec, _with(STOCHASTIC, more_smooth=True), mask="markov").sample(
+        params, reference["io"]["labels"], jax.random.key(3))
+    first = sampler.plan.layout.begins[1]
+    np.testing.assert_array_equal(np.asarray(out["idx_BL"])[:, :first],
+                                  np.asarray(base["idx_BL"])[:, :first])
+    f_hat, base_f_hat = np.asarray(out["f_hat_BhwC"]), np.asarray(base["f_hat_BhwC"])
+    assert np.isfinite(f_hat).all() and np.abs(f_hat - base_f_hat).mean() > 1e-3
+    assert (np.asarray(out["idx_BL"])[:, first:] != np.asarray(base["idx_BL"])[:, first:]).any()
 
 
 def test_guidance_ten_stays_finite(converted, reference):

@@ -4,8 +4,9 @@ Per scale k: the input tokens are area_k(f_hat) (the state left by the previous 
 gives logits for the doubled batch [cond; uncond] where guidance acts (the conditional rows alone
 where its weight is 0 and no later scale reads the unconditional keys); guidance, temperature,
 top-k/top-p give the sampling distribution; tokens are drawn, each from its own image's random
-stream (`tokens.token_uniforms`); masked resampling (MR) redraws low-confidence tokens in a nested
-`fori_loop`; known tokens (editing) are forced; f_hat += phi(bicubic(codes)).
+stream (`tokens.token_uniforms`); masked resampling (MR) redraws low-confidence tokens from the
+same distribution in a nested `while_loop` (no model call); known tokens (editing) are forced;
+f_hat += phi(bicubic(codes)).
 
 The loops carry a `SamplerState`; one `lax.fori_loop` runs each size bucket of the plan's layout.
 What a scale attends to besides itself is the context strategy of the plan's mask
@@ -106,19 +107,34 @@ class ScaleStep:
             return None
         return tokens.token_uniforms(self.image_keys, k, draw, width)
 
-    def add_codes(self, f_hat_BnC, idx_Bw, use_Bw, k, width):
+    def codes(self, idx_Bw):
+        """Codebook vectors (B, w, C) of tokens."""
+        return self.tokenizer.apply(self.tok_vars, idx_Bw, method=lambda m, i: m.quantize.lookup(i))
+
+    def smooth_codes(self, logits_BwV, k, width):
+        """VAR's `more_smooth` (visual only, not in its paper): a Gumbel-softmax mixture of the
+        codebook with temperature max(0.27 (1 - 0.95 r), 0.005) over the guided logits scaled by
+        1 + r, r = k / (K - 1) the scale's place in the pyramid; (B, w, C)."""
+        ratio = k / max(len(self.plan.layout.patch_nums) - 1, 1)
+        tau = jnp.maximum(0.27 * (1 - 0.95 * ratio), 0.005)
+        gumbels = tokens.token_gumbels(self.image_keys, k, width, logits_BwV.shape[-1])
+        weights = jax.nn.softmax((logits_BwV * (1 + ratio) + gumbels) / tau, axis=-1)
+        codebook = self.tokenizer.apply(self.tok_vars, method=lambda m: m.quantize.embedding)
+        return jnp.einsum("bwv,vc->bwc", weights, codebook, precision=_HIGHEST)
+
+    def add_codes(self, f_hat_BnC, codes_BwC, use_Bw, k, width):
         """f_hat += phi_level(bicubic(codes)) on the flattened latent grid; tokens where `use_Bw` is
-        False (padding, or tokens held out by MR) contribute nothing."""
-        codes = self.tokenizer.apply(self.tok_vars, idx_Bw, method=lambda m, i: m.quantize.lookup(i))
-        codes = codes * use_Bw[..., None]
+        False (padding) contribute nothing."""
+        codes = codes_BwC * use_Bw[..., None]
         up = jnp.einsum("nw,bwc->bnc", self.plan.up_Knw[k][:, :width], codes, precision=_HIGHEST)
         up = up.reshape(self.batch, self.side, self.side, self.channels)
         h = self.tokenizer.apply(self.tok_vars, up, self.plan.levels_K[k], method=VQVAE.phi)
         return f_hat_BnC + h.reshape(self.batch, self.side * self.side, self.channels)
 
     def model_probs(self, f_hat_BnC, k, width, segments, guided: bool):
-        """Sampling probabilities (B, w, V) and this scale's keys/values (N, rows, H, w, D): rows
-        2B ([cond; uncond]) when `guided`, else B (the conditional rows; guidance weight 0)."""
+        """Sampling probabilities (B, w, V), the guided logits they come from (B, w, V) and this
+        scale's keys/values (N, rows, H, w, D): rows 2B ([cond; uncond]) when `guided`, else B
+        (the conditional rows; guidance weight 0)."""
         plan, s = self.plan, self.settings
         rows = 2 * self.batch if guided else self.batch
         cond = self.cond_2B[:rows]
@@ -131,46 +147,56 @@ class ScaleStep:
                                                       method=VAR.step)
         if guided:
             logits = guidance.guide(logits, plan.weights_K[k])
-        return tokens.distribution(logits, s.temperature, s.top_k, s.top_p), keys, values
+        return tokens.distribution(logits, s.temperature, s.top_k, s.top_p), logits, keys, values
 
-    def resample(self, f_hat_BnC, k, width, segments, guided, idx, probs, resample_Bw):
-        """Masked resampling: `mr_iterations` times, redraw the tokens under `mr_threshold` among
-        `resample_Bw`; with mr_rerun the model first re-runs on the state holding the confident
-        tokens. Returns (idx, probs, number of redraws)."""
+    def resample(self, k, width, idx, probs, resample_Bw):
+        """Masked resampling: while some token of `resample_Bw` has a probability under
+        `mr_threshold` (at most `mr_iterations` rounds), redraw those tokens from the same
+        distribution `probs` (B, w, V), each round from its own uniforms. This truncates the
+        distribution below the threshold; it calls no model, and a scale with no such token (or
+        MR off there) runs no round. Returns (idx, number of redraws)."""
         s = self.settings
-        valid_w = jnp.broadcast_to(self.plan.valid_Kw[k, :width], idx.shape)
 
-        def iteration(j, carry):
-            idx, probs, count = carry
-            low = (tokens.confidence(probs, idx) < s.mr_threshold) & resample_Bw
-            if s.mr_rerun:
-                refined = self.add_codes(f_hat_BnC, idx, valid_w & ~low, k, width)
-                probs = self.model_probs(refined, k, width, segments, guided)[0]
-            new = tokens.draw(self.uniforms(k, j + 1, width), probs, s.greedy)
-            return jnp.where(low, new, idx), probs, count + jnp.sum(low)
+        def low_of(idx):
+            return (tokens.confidence(probs, idx) < s.mr_threshold) & resample_Bw
 
-        return jax.lax.fori_loop(0, s.mr_iterations, iteration,
-                                 (idx, probs, jnp.zeros((), jnp.int32)))
+        def more(carry):
+            round_, _, low, _ = carry
+            return (round_ < s.mr_iterations) & jnp.any(low)
+
+        def redraw(carry):
+            round_, idx, low, count = carry
+            new = tokens.draw(self.uniforms(k, round_ + 1, width), probs, s.greedy)
+            idx = jnp.where(low, new, idx)
+            return round_ + 1, idx, low_of(idx), count + jnp.sum(low)
+
+        start = (jnp.zeros((), jnp.int32), idx, low_of(idx), jnp.zeros((), jnp.int32))
+        _, idx, _, count = jax.lax.while_loop(more, redraw, start)
+        return idx, count
 
     def __call__(self, bucket: layout.Bucket, strategy, k, state: SamplerState) -> SamplerState:
         s, plan, width = self.settings, self.plan, bucket.width
         segments = strategy.segments(state.context, k)
-        probs, keys, values = self.model_probs(state.f_hat_BnC, k, width, segments, bucket.guided)
+        probs, logits, keys, values = self.model_probs(state.f_hat_BnC, k, width, segments,
+                                                       bucket.guided)
         begin = plan.begins_K[k]
         known_w = jax.lax.dynamic_slice_in_dim(self.known, begin, width, axis=1)
         known_idx_w = jax.lax.dynamic_slice_in_dim(self.known_idx, begin, width, axis=1)
         idx = tokens.draw(self.uniforms(k, 0, width), probs, s.greedy)
         idx = jnp.where(known_w, known_idx_w, idx)
         valid_w = jnp.broadcast_to(plan.valid_Kw[k, :width], idx.shape)
+        confidence = tokens.confidence(probs, idx)  # the first draw's, reported whatever MR does
         count = jnp.zeros((), jnp.int32)
         if s.mr:
             resample_Bw = valid_w & ~known_w & plan.mr_on_K[k]
-            idx, probs, count = self.resample(state.f_hat_BnC, k, width, segments, bucket.guided,
-                                              idx, probs, resample_Bw)
+            idx, count = self.resample(k, width, idx, probs, resample_Bw)
+        codes = self.codes(idx)
+        if s.more_smooth:  # known tokens (editing) keep their own codes
+            codes = jnp.where(known_w[..., None], codes, self.smooth_codes(logits, k, width))
         return SamplerState(
-            f_hat_BnC=self.add_codes(state.f_hat_BnC, idx, valid_w, k, width),
+            f_hat_BnC=self.add_codes(state.f_hat_BnC, codes, valid_w, k, width),
             idx_BL=jax.lax.dynamic_update_slice_in_dim(state.idx_BL, idx, begin, axis=1),
             confidence_BL=jax.lax.dynamic_update_slice_in_dim(
-                state.confidence_BL, tokens.confidence(probs, idx), begin, axis=1),
+                state.confidence_BL, confidence, begin, axis=1),
             resampled_K=state.resampled_K.at[k].add(count),
             context=strategy.store(state.context, k, keys, values))

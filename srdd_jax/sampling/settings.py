@@ -12,7 +12,13 @@ from srdd_jax.sampling import guidance, layout
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
-    """How to sample. Scale indices (mr_scales, scale_ids) refer to the model's patch_nums."""
+    """How to sample. Scale indices (mr_scales, scale_ids) refer to the model's patch_nums.
+
+    Masked resampling (`mr`): at each of `mr_scales`, a drawn token whose probability is below
+    `mr_threshold` is redrawn from the same distribution, at most `mr_iterations` times: a
+    truncation of the distribution below the threshold (scale_loop.ScaleStep.resample). It is not
+    the paper's resampling conditioned on the confident tokens, which would need a model trained
+    to see a scale's own tokens in its input."""
 
     cfg: float = 1.5
     cfg_schedule: str = "linear"
@@ -25,7 +31,10 @@ class SamplerSettings:
     mr_threshold: float = 0.01
     mr_iterations: int = 5
     mr_scales: tuple[int, ...] | None = None  # None: every sampled scale
-    mr_rerun: bool = False
+    # VAR's `more_smooth` (visual only; not in VAR's paper, off there by default): each scale adds
+    # a Gumbel-softmax mixture of codes to the latent instead of its drawn tokens' codes
+    # (scale_loop.ScaleStep.smooth_codes). The tokens reported are still the drawn ones.
+    more_smooth: bool = False
     scale_ids: tuple[int, ...] | None = None  # None: all scales
     # Padded tokens one more loop body is worth (see `layout.plan_buckets`): 0 runs one loop per
     # scale, fastest (d16 on 2 CPU cores: 3.5 % less per batch of 8 than 32, 8 % at batch 1;

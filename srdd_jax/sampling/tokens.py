@@ -17,6 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+GUMBEL_STREAM = 2**31 - 1  # the draw number `token_gumbels` folds in (token draws use 0, 1, ...)
+
 
 def filter_logits(logits_BlV: jax.Array, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 0.0) -> jax.Array:
@@ -61,6 +63,18 @@ def token_uniforms(image_keys_B: jax.Array, scale, draw, width: int) -> jax.Arra
     def per_image(key):
         key = jax.random.fold_in(jax.random.fold_in(key, scale), draw)
         return jax.vmap(lambda p: jax.random.uniform(jax.random.fold_in(key, p)))(
+            jnp.arange(width, dtype=jnp.uint32))
+
+    return jax.vmap(per_image)(image_keys_B)
+
+
+def token_gumbels(image_keys_B: jax.Array, scale, width: int, vocab: int) -> jax.Array:
+    """(B, width, vocab) float32 Gumbel noise of `scale` (for `more_smooth`), from each image's
+    key like `token_uniforms` but a stream of its own, so the drawn tokens do not change."""
+
+    def per_image(key):
+        key = jax.random.fold_in(jax.random.fold_in(key, scale), GUMBEL_STREAM)
+        return jax.vmap(lambda p: jax.random.gumbel(jax.random.fold_in(key, p), (vocab,)))(
             jnp.arange(width, dtype=jnp.uint32))
 
     return jax.vmap(per_image)(image_keys_B)

@@ -12,7 +12,10 @@ scales (0: none, 1: the scale before, None: every earlier one). From that one nu
 - ``var``:         block-causal (VAR): scale s sees scales 0..s (KV cache when sampling).
 - ``markov``:      SRDD default: scale s sees only its own block, which already holds the state
                    left by scale s-1 (the area-downsampled f_hat); sampling carries no cache.
-- ``markov_prev``: scale s sees blocks s-1 and s.
+- ``markov_prev``: scale s sees blocks s-1 and s: a banded mask, not a Markov chain. Through the
+                   layers its receptive field grows by one scale per layer (layer l of scale s
+                   reads scale s-1's layer l-1 states, which read s-2's, ...), so a deep model
+                   reaches every earlier scale. ``markov`` is the paper's Markov model.
 
 Adding a mask is one `Mask` entry in `MASKS` (the converter, config validation, the sampler and
 the benchmarks read the registry), plus its tests; a window the sampler has no context for
