@@ -122,9 +122,10 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         convert=dict(vae="", var=""),
         # mode=edit: task inpaint | outpaint | super_resolution on `images` (files; default: the
         # first `count` dataset images); box (y0, x0, y1, x1) or a mask file (white = keep);
-        # labels (default: unconditional); `samples` results per image; SR input is size/factor.
+        # labels (default: unconditional); `samples` results per image; SR input is size/factor;
+        # box_on_token_grid: round the box's edges on the token grid, as VAR's editing demo does.
         edit=dict(task="inpaint", images=(), count=4, mask="", box=(0.25, 0.25, 0.75, 0.75),
-                  labels=(), samples=3, factor=2),
+                  labels=(), samples=3, factor=2, box_on_token_grid=False),
         # mode=evaluate: samples of every class with config.sample.settings against the real
         # split, NLL, optional Inception metrics (evaluation/spec.py says each field).
         evaluate=_section(EvalSpec()),

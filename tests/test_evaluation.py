@@ -12,6 +12,7 @@ import pytest
 from srdd_jax import experiment, experiment_config, models, parallel, saved_models, scales
 from srdd_jax.data import sources
 from srdd_jax.evaluation import classifier, evaluate, features, likelihood
+from srdd_jax.evaluation.spec import EDIT_TASKS
 from srdd_jax.modes import specs
 from srdd_jax.tokenizer.vqvae import VQVAE
 
@@ -120,12 +121,19 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     config.data.split = "test"  # classifier on 90 % of the test split: only that split is read
     config.evaluate.update(dict(per_class=2, batch_size=10, reference_images=300))
     config.sample.settings.cfg = 2.0
+    config.evaluate.edit.update(dict(tasks=EDIT_TASKS, images=12))
     spec, params = _random_model("markov")
     saved_models.save_model(str(tmp_path / "model"), params, spec)
     config.mode = "evaluate"
     experiment.run(config, str(tmp_path))
     with open(tmp_path / "evaluate" / "report.json") as f:
         report = json.load(f)
+    assert tuple(report["edit"]) == EDIT_TASKS  # the editing evaluation, every task scored
+    for task, scores in report["edit"].items():
+        regions = ("whole", "input") if task.startswith("super") else ("whole", "known", "generated")
+        keys = [f"{r}_psnr" for r in regions] + ["whole_ssim", "known_ssim" if "paint" in task
+                                                 else "whole_ssim", "fid_fmnist", "class_accuracy"]
+        assert scores["images"] == 12 and all(np.isfinite(scores[k]) for k in keys), task
     for key in ("fid_fmnist", "precision_fmnist", "recall_fmnist", "class_accuracy",
                 "classifier_test_accuracy", "nll_bits_per_token", "nll_bits_per_image",
                 "nll_uncond_bits_per_token", "images_per_s"):

@@ -217,6 +217,32 @@ def test_inpainting_keeps_known_tokens_at_every_scale(converted, reference):
     assert (out[~known] != known_idx[~known]).mean() > 0.5  # the hole is generated
 
 
+def test_a_box_on_the_token_grid_gives_the_keep_flags_of_vars_editing_demo():
+    """With grid=latent the box covers whole tokens, and the per-scale keep flags are VAR's demo's:
+    the box rounded on the latent grid (round(y0 * side) ...), then bilinear to each pn, > 0.5,
+    coarse scales with pn^2 <= 3 kept whole."""
+    import jax.numpy as jnp
+
+    from srdd_jax.sampling import editing
+    from srdd_jax.tokenizer.resize import bilinear_resize
+
+    patch_nums, latent, size = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), 16, 256
+    box = (0.1, 0.13, 0.8, 0.77)
+    for keep_inside in (False, True):
+        keep = editing.box_mask(size, box, keep_inside, grid=latent)
+        flags = np.asarray(editing.scale_keep_masks(jnp.asarray(keep)[None], patch_nums, latent))
+        token_box = np.zeros((latent, latent), np.float32)  # VAR's get_edit_mask, outpainting form
+        token_box[round(box[0] * latent):round(box[2] * latent),
+                  round(box[1] * latent):round(box[3] * latent)] = 1
+        grid = token_box if keep_inside else 1 - token_box
+        want = [np.ones(pn * pn, bool) if pn * pn <= 3 else
+                np.asarray(bilinear_resize(jnp.asarray(grid)[None, ..., None], (pn, pn)) > 0.5
+                           ).reshape(-1) for pn in patch_nums]
+        np.testing.assert_array_equal(flags[0], np.concatenate(want))
+    pixel = editing.box_mask(size, box, False)  # on pixels the box edges fall inside tokens
+    assert not np.array_equal(pixel, editing.box_mask(size, box, False, grid=latent))
+
+
 def test_super_resolution_reproduces_coarse_tokens(converted, reference):
     spec, params = converted
     io = reference["io"]

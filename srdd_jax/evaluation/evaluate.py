@@ -12,7 +12,8 @@ Fashion-MNIST, the TFDS name, or the image folder's name):
 
 Inception metrics (`fid_inception`, `is_inception`, `precision_inception`, `recall_inception`)
 need `config.evaluate.inception_weights`; without it they are omitted and the reason is logged.
-`evaluate` adds the held-out NLL (`likelihood.py`) and writes `<workdir>/evaluate/report.json`.
+`evaluate` adds the held-out NLL (`likelihood.py`), the editing metrics when evaluate.edit names
+tasks (`edit_eval.py`), and writes `<workdir>/evaluate/report.json`.
 
 An `Evaluator` is built from (model spec, EvalSpec, DataSpec, seed, workdir, mesh) and owns what
 evaluations share: the classifier, the real statistics, and the samplers and Inception networks it
@@ -35,10 +36,10 @@ from absl import logging
 from jax.sharding import Mesh
 
 from srdd_jax import image_grids
-from srdd_jax.data import loading
+from srdd_jax.data import loading, pipeline
 from srdd_jax.data.spec import DataSpec
 from srdd_jax.evaluation import classifier as classifier_lib
-from srdd_jax.evaluation import features, likelihood, metrics, precision_recall
+from srdd_jax.evaluation import edit_eval, features, likelihood, metrics, precision_recall
 from srdd_jax.evaluation.spec import EvalSpec
 from srdd_jax.models import ModelSpec
 from srdd_jax.sampling import generation
@@ -249,6 +250,13 @@ class Evaluator:
                                     ev.reference_cache or os.path.join(out_dir, "reference"))
         report.update(self.sample_metrics(params, settings, classifier, real, ev.per_class,
                                           ev.seed))
+        if ev.edit.tasks:
+            count = min(ev.edit.images, len(labels))
+            report["edit"] = edit_eval.evaluate(self, params, settings, ev.edit,
+                                                pipeline.to_unit_range(images[:count]),
+                                                labels[:count], classifier, real)
+            for task, scores in report["edit"].items():
+                logging.info("editing, %s:\n%s", task, format_table(scores))
         report["settings"] = dataclasses.asdict(settings)
         if not ev.inception_weights:
             report["inception"] = "skipped: config.evaluate.inception_weights is empty"

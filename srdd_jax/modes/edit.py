@@ -48,7 +48,8 @@ def run(config, specs: ExperimentSpec, workdir: str, mesh, overrides: dict) -> n
         shown = np.asarray(jax.image.resize(low, images.shape, "nearest"))
     else:
         keep = (editing.load_mask(ed.mask, size) if ed.mask else
-                editing.box_mask(size, tuple(ed.box), keep_inside=ed.task == "outpaint"))
+                editing.box_mask(size, tuple(ed.box), keep_inside=ed.task == "outpaint",
+                                 grid=tokenizer.latent_size if ed.box_on_token_grid else None))
         known_idx, known = editing.inpainting_constraints(tokenizer, params["tokenizer"], images,
                                                           keep, lay)
         shown = images * keep[None, :, :, None] - (1 - keep[None, :, :, None])

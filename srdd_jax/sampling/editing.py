@@ -46,16 +46,24 @@ def load_mask(path: str, size: int) -> np.ndarray:
     return _read(path, "L", "mask", size)[..., 0] / 255.0
 
 
-def box_mask(size: int, box: tuple[float, float, float, float], keep_inside: bool) -> np.ndarray:
+def box_mask(size: int, box: tuple[float, float, float, float], keep_inside: bool,
+             grid: int | None = None) -> np.ndarray:
     """(size, size) mask from a box (y0, x0, y1, x1) in [0, 1] fractions of the image.
 
     keep_inside=False is inpainting (generate the box), True is outpainting (generate around it).
+    grid: round the box's edges on a grid of that many cells per side (the latent's side: VAR's
+    editing demo rounds its box on the token grid), so it covers whole tokens; None: on pixels.
     """
     y0, x0, y1, x1 = box
     if not 0 <= y0 < y1 <= 1 or not 0 <= x0 < x1 <= 1:
         raise ValueError(f"box {box} must be (y0, x0, y1, x1) with 0 <= y0 < y1 <= 1, 0 <= x0 < x1 <= 1")
-    inside = np.zeros((size, size), np.float32)
-    inside[round(y0 * size):round(y1 * size), round(x0 * size):round(x1 * size)] = 1.0
+    cells = grid or size
+    inside = np.zeros((cells, cells), np.float32)
+    inside[round(y0 * cells):round(y1 * cells), round(x0 * cells):round(x1 * cells)] = 1.0
+    if cells != size:
+        if size % cells:
+            raise ValueError(f"a {cells}-cell grid does not divide {size} px images")
+        inside = np.kron(inside, np.ones((size // cells, size // cells), np.float32))
     return inside if keep_inside else 1.0 - inside
 
 

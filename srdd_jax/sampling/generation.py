@@ -11,12 +11,13 @@ from srdd_jax.progress import Progress
 
 
 def generate(sampler, params: dict, labels_N, rng, batch_size: int,
-             progress_name: str = "sampling") -> dict:
+             progress_name: str = "sampling", known_idx_NL=None, known_NL=None) -> dict:
     """Samples and decodes images for all N labels with a `Sampler`, `batch_size` at a time (image
-    i draws from (rng, i) whatever the batch size). The last batch is padded with rows whose tokens
-    are all forced (so they redraw nothing) and the padding is dropped: one program serves every
-    batch. With a mesh, results are gathered on every process. Stops between batches when a stop
-    was requested (`preemption`).
+    i draws from (rng, i) whatever the batch size), under the editing constraints (known_idx_NL,
+    known_NL) of each image when given (`sampling.editing`). The last batch is padded with rows
+    whose tokens are all forced (so they redraw nothing) and the padding is dropped: one program
+    serves every batch. With a mesh, results are gathered on every process. Stops between batches
+    when a stop was requested (`preemption`).
 
     Returns dict with images_NHWC (float32 numpy in [-1, 1]), idx_NL (int32 numpy),
     resampled_K (int numpy: tokens MR redrew per sampled scale, over all N images),
@@ -33,10 +34,13 @@ def generate(sampler, params: dict, labels_N, rng, batch_size: int,
     def run(start):
         chunk = labels_N[start:start + batch_size]
         pad = batch_size - len(chunk)
-        known = np.zeros((batch_size, length), bool)
-        known[len(chunk):] = True
-        out = sampler.sample(params, np.pad(chunk, (0, pad)), rng,
-                             np.zeros((batch_size, length), np.int32), known, first_index=start)
+        known = np.ones((batch_size, length), bool)
+        known_idx = np.zeros((batch_size, length), np.int32)
+        known[:len(chunk)] = False if known_NL is None else known_NL[start:start + batch_size]
+        if known_idx_NL is not None:
+            known_idx[:len(chunk)] = known_idx_NL[start:start + batch_size]
+        out = sampler.sample(params, np.pad(chunk, (0, pad)), rng, known_idx, known,
+                             first_index=start)
         decoded = sampler.decoder.decode(params["tokenizer"], out["f_hat_BhwC"])
         return (parallel.to_host(decoded)[:len(chunk)],
                 parallel.to_host(out["idx_BL"])[:len(chunk)], np.asarray(out["resampled_K"]))
