@@ -26,9 +26,10 @@ setup(
         "pillow>=10.0",
         # srdd_jax.pretrained: VAR's released weights from the Hugging Face Hub (and its cache).
         "huggingface_hub>=0.24",
-        # Image folders larger than memory (data/folder_stream.py): lazy decoding, per-process
-        # shards, worker processes, resumable iterator state.
+        # The input pipeline (data/pipeline.py): lazy decoding, per-process shards, worker
+        # processes, resumable iterator state; ArrayRecord shards (data/shards.py).
         "grain>=0.2.12",
+        "array-record>=0.5",
     ],
     extras_require={
         # Only for reading PyTorch .pth checkpoints (python -m srdd_jax.convert).
@@ -37,8 +38,12 @@ setup(
         "gcs": ["google-cloud-storage>=2.0"],
         # Plots of benchmarks/reproduction.py.
         "repro": ["matplotlib>=3.8"],
+        # python -m srdd_jax.app: the local sampling and editing page.
+        "app": ["gradio>=5.0"],
         # papermill runs the colabs/ notebooks in tests/test_colabs.py, on an ipykernel of this Python.
+        # playwright drives Debian's Chromium in tests/test_app.py (no browser download).
         "test": ["torch>=2.1", "pytest>=8.0", "ruff>=0.6", "matplotlib>=3.8",
-                 "papermill>=2.6", "nbformat>=5.9", "ipykernel>=6.29"],
+                 "papermill>=2.6", "nbformat>=5.9", "ipykernel>=6.29", "gradio>=5.0",
+                 "playwright>=1.40"],
     },
 )

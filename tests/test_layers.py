@@ -20,7 +20,7 @@ and inside functions alike). Layers, bottom to top (docs: ../shared/docs/archite
   11 modes/ (one module per mode, the registry, and the helpers specs, model_resolver, workdir)
      and experiment_config: the only layer that reads ConfigDicts
   12 experiment (dispatch)
-  13 main (the command line)
+  13 main (the command line), app (the Gradio page)
 
 An import may go to a lower layer, or stay inside its own group (a package, or a module).
 Below layer 11 no module imports ml_collections or names ConfigDict (settings arrive as typed
@@ -54,7 +54,7 @@ LAYERS = {
     "srdd_jax.pretrained": 10,
     "srdd_jax.modes": 11, "srdd_jax.experiment_config": 11,
     "srdd_jax.experiment": 12,
-    "srdd_jax.main": 13,
+    "srdd_jax.main": 13, "srdd_jax.app": 13,
 }
 
 

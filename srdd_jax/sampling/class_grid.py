@@ -58,17 +58,18 @@ def column_names(spec: ModelSpec, classes) -> tuple[str, ...]:
 
 def sample(params: dict, spec: ModelSpec, classes=(), per_class: int = 1,
            settings: SamplerSettings | None = None, seed: int = 0, batch_size: int = 64,
-           mesh=None, mask: str | None = None) -> ClassGrid:
+           mesh=None, mask: str | None = None, sampler: Sampler | None = None) -> ClassGrid:
     """`per_class` samples of each class in `classes` (default: every class), sampled in batches
     of `batch_size` (no more than the samples need) by `generation.generate`, with a progress line.
-    settings: default SamplerSettings(); mask: overrides the model's attention mask."""
+    settings: default SamplerSettings(); mask: overrides the model's attention mask; sampler: one
+    already made (and compiled) for this model, instead of settings, mask and mesh."""
     num_classes = spec.transformer.num_classes
     chosen = np.asarray(tuple(classes) or range(num_classes), np.int32)
     if chosen.min() < 0 or chosen.max() >= num_classes:
         raise ValueError(f"classes {tuple(chosen.tolist())}: this model has classes 0..{num_classes - 1}")
     labels = np.tile(chosen, per_class)
     batch_size = min(batch_size, len(labels))  # (the sampler pads a batch to split over a mesh)
-    sampler = Sampler(spec, settings or SamplerSettings(), mask=mask, mesh=mesh)
+    sampler = sampler or Sampler(spec, settings or SamplerSettings(), mask=mask, mesh=mesh)
     out = generation.generate(sampler, params, labels, jax.random.key(seed), batch_size)
     return ClassGrid(image_grids.to_uint8(out["images_NHWC"]), labels, out["idx_NL"],
                      column_names(spec, chosen.tolist()))
