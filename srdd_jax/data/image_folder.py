@@ -107,7 +107,7 @@ def read_in_order(files, image_size: int, channels: int, skipped: list[str], chu
                     yield label, image
 
 
-class FolderStream:
+class FolderStream(pipeline.ImageRecords):
     """The images of an image folder at `image_size` and `channels`, read on demand."""
 
     def __init__(self, root: str, image_size: int, channels: int, train_crop: str = "random",
@@ -121,6 +121,7 @@ class FolderStream:
         self.num_examples = len(self.files)
         self.skipped: list[str] = []  # unreadable files met so far
         self.mode = "RGB" if channels == 3 else "L"
+        self.where = f"the images under {root}"
 
     # ----------------------------------------------------------------------- evaluation reads
     def ordered(self, batch: int):
@@ -149,20 +150,7 @@ class FolderStream:
         path, label = self.files[index]
         crop_at, flip = training_crop(self.train_crop, self.flip, rng)
         try:
-            image = image_files.decode(path, self.mode, self.image_size, crop_at, flip)
-            ok = True
+            return self.example(image_files.decode(path, self.mode, self.image_size, crop_at, flip),
+                                label)
         except image_files.UnreadableImageError:
-            image, ok = np.zeros((self.image_size, self.image_size, self.channels), np.uint8), False
-        return {"image": image, "label": np.int32(label), "ok": ok}
-
-    def example_spec(self) -> dict:
-        return {"image": ((self.image_size, self.image_size, self.channels), np.float32),
-                "label": ((), np.int32)}
-
-    def finish(self, batch: dict) -> dict:
-        return {"image": pipeline.to_unit_range(batch["image"]), "label": batch["label"]}
-
-    def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
-        """This process's resumable training batches (`pipeline.Batches`)."""
-        return pipeline.Batches(self, global_batch, seed, process_index, process_count,
-                                self.workers, f"the images under {self.root}")
+            return self.example(None, label)

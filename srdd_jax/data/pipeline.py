@@ -46,6 +46,34 @@ class Records(Protocol):
     def finish(self, batch: dict) -> dict: ...
 
 
+class ImageRecords:
+    """What the image sources share as `Records`: uint8 (size, size, C) examples and float32
+    batches in [-1, 1]. A subclass sets image_size, channels, skipped and `workers` (decoding
+    processes; 0: threads), names itself in `where`, and defines `read` (with `example`)."""
+
+    workers = 0
+    where = "the images"
+
+    def example(self, image: np.ndarray | None, label) -> dict:
+        """A read's example; an unreadable image (None) is zeros with 'ok' False."""
+        if image is None:
+            return {"image": np.zeros((self.image_size, self.image_size, self.channels), np.uint8),
+                    "label": np.int32(label), "ok": False}
+        return {"image": image, "label": np.int32(label), "ok": True}
+
+    def example_spec(self) -> dict:
+        return {"image": ((self.image_size, self.image_size, self.channels), np.float32),
+                "label": ((), np.int32)}
+
+    def finish(self, batch: dict) -> dict:
+        return {"image": to_unit_range(batch["image"]), "label": batch["label"]}
+
+    def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
+        """This process's resumable training batches (`Batches`)."""
+        return Batches(self, global_batch, seed, process_index, process_count, self.workers,
+                       self.where)
+
+
 def local_batch(global_batch: int, process_count: int) -> int:
     """This process's part of a global batch; errors.ConfigError unless the processes share it
     evenly."""

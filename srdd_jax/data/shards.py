@@ -143,7 +143,7 @@ def facts(directory: str) -> sources.DataFacts:
                              f"the shards under {directory}")
 
 
-class Shards:
+class Shards(pipeline.ImageRecords):
     """A prepared shard folder at the model's size, as `pipeline.Records` (training reads with
     `train_crop`/`flip`, on `workers` processes) with `ordered`/`head` (centre crop, stored
     order) for evaluation, grids and token caches."""
@@ -163,6 +163,7 @@ class Shards:
         self.class_names = tuple(meta["class_names"])
         self.num_examples = meta["num_examples"]
         self.mode = "RGB" if channels == 3 else "L"
+        self.where = f"the shards under {directory}"
         self.skipped: list[str] = []
         self._source = None
 
@@ -182,26 +183,11 @@ class Shards:
             return _LABEL.unpack_from(record)[0], None
         return label, image_files.crop(pixels, self.image_size, crop_at, flip)
 
-    # ------------------------------------------------------------------- pipeline.Records
+    # ----------------------------------------------- pipeline.Records (see pipeline.ImageRecords)
     def read(self, index: int, rng: np.random.Generator) -> dict:
         crop_at, flip = image_folder.training_crop(self.train_crop, self.flip, rng)
         label, image = self._example(self._records()[index], crop_at, flip)
-        ok = image is not None
-        if not ok:
-            image = np.zeros((self.image_size, self.image_size, self.channels), np.uint8)
-        return {"image": image, "label": np.int32(label), "ok": ok}
-
-    def example_spec(self) -> dict:
-        return {"image": ((self.image_size, self.image_size, self.channels), np.float32),
-                "label": ((), np.int32)}
-
-    def finish(self, batch: dict) -> dict:
-        return {"image": pipeline.to_unit_range(batch["image"]), "label": batch["label"]}
-
-    def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
-        """This process's resumable training batches (`pipeline.Batches`)."""
-        return pipeline.Batches(self, global_batch, seed, process_index, process_count,
-                                self.workers, f"the shards under {self.root}")
+        return self.example(image, label)
 
     # ------------------------------------------------------------------- evaluation reads
     def ordered(self, batch: int):

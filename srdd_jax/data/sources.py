@@ -46,7 +46,7 @@ def listed(class_names, at_most: int = 8) -> str:
 
 
 @dataclasses.dataclass
-class Source:
+class Source(pipeline.ImageRecords):
     """Images held in memory; as `pipeline.Records`, read by the same grain pipeline as streamed
     sources (threads only: the arrays are not copied to worker processes)."""
 
@@ -68,20 +68,17 @@ class Source:
         for start in range(0, self.num_examples, batch):
             yield self.images[start:start + batch], self.labels[start:start + batch]
 
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[-1]
+
     def read(self, index: int, rng: np.random.Generator) -> dict:
         del rng
-        return {"image": self.images[index], "label": self.labels[index], "ok": True}
-
-    def example_spec(self) -> dict:
-        return {"image": (self.images.shape[1:], np.float32), "label": ((), np.int32)}
-
-    def finish(self, batch: dict) -> dict:
-        return {"image": pipeline.to_unit_range(batch["image"]), "label": batch["label"]}
-
-    def batches(self, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
-        """This process's resumable training batches (`pipeline.Batches`)."""
-        return pipeline.Batches(self, global_batch, seed, process_index, process_count,
-                                where="the images")
+        return self.example(self.images[index], self.labels[index])
 
 
 def _read_idx(path: str) -> np.ndarray:

@@ -121,7 +121,7 @@ def _decode(encoded: bytes, image_size: int, channels: int, crop_at=None, flip: 
         return np.zeros((image_size, image_size, channels), np.uint8), False
 
 
-class TfdsStream:
+class TfdsStream(pipeline.ImageRecords):
     """A streamed TFDS split (see the module docstring for order and resume).
 
     Attributes mirror `Source` where they can: num_examples, class_names, skipped (descriptions of
@@ -143,6 +143,7 @@ class TfdsStream:
         self.num_examples = dataset.info.splits[split].num_examples
         self.skipped: list[str] = []
         self.random_access = str(getattr(dataset.info, "file_format", "")).endswith("ARRAY_RECORD")
+        self.where = f"{dataset.name}/{split}"
         self._source = None  # the split's ArrayRecord data source, opened on the first read
 
     # ------------------------------------------------------------ pipeline.Records (ArrayRecord)
@@ -154,15 +155,7 @@ class TfdsStream:
         example = self._source[index]
         crop_at, flip = image_folder.training_crop(self.train_crop, self.flip, rng)
         image, ok = _decode(example["image"], self.image_size, self.channels, crop_at, flip)
-        return {"image": image, "label": np.int32(example["label"] if self.has_labels else 0),
-                "ok": ok}
-
-    def example_spec(self) -> dict:
-        return {"image": ((self.image_size, self.image_size, self.channels), np.float32),
-                "label": ((), np.int32)}
-
-    def finish(self, batch: dict) -> dict:
-        return {"image": pipeline.to_unit_range(batch["image"]), "label": batch["label"]}
+        return self.example(image if ok else None, example["label"] if self.has_labels else 0)
 
     def __getstate__(self) -> dict:  # to grain's workers: each opens its own data source
         return dict(self.__dict__, _source=None)
@@ -220,8 +213,7 @@ class TfdsStream:
         """This process's resumable training batches: the grain pipeline for an ArrayRecord split,
         else `StreamIterator`."""
         if self.random_access:
-            return pipeline.Batches(self, global_batch, seed, process_index, process_count,
-                                    self.workers, f"{self.dataset.name}/{self.split}")
+            return super().batches(global_batch, seed, process_index, process_count)
         return StreamIterator(self, global_batch, seed, process_index, process_count)
 
     def _count(self, bad: int, where: str) -> None:
