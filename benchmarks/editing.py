@@ -71,6 +71,12 @@ def run_one(args, mask: str, seed: int) -> dict:
         return json.load(f)["edit"]
 
 
+def metric_names(by_seed: dict) -> tuple[str, ...]:
+    """METRICS and the in-domain FID (its key names the dataset: fid_<tag>)."""
+    first = next(iter(next(iter(by_seed.values())).values()))
+    return METRICS + tuple(k for k in first if k.startswith("fid_"))
+
+
 def summarise(reports: dict) -> dict:
     """{mask: {task: {metric: (mean, std)}}} over seeds."""
     out = {}
@@ -78,7 +84,7 @@ def summarise(reports: dict) -> dict:
         out[mask] = {}
         for task in next(iter(by_seed.values())):
             out[mask][task] = {}
-            for metric in METRICS:
+            for metric in metric_names(by_seed):
                 values = [r[task][metric] for r in by_seed.values() if metric in r[task]]
                 if values:
                     std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -90,7 +96,7 @@ def table(summary: dict, masks: list[str]) -> str:
     """One markdown table per metric: tasks as rows, masks as columns."""
     lines = []
     tasks = list(next(iter(summary.values())))
-    for metric in METRICS:
+    for metric in dict.fromkeys(k for m in masks for t in tasks for k in summary[m][t]):
         if not any(metric in summary[m][t] for m in masks for t in tasks):
             continue
         lines += ["", f"{metric} (mean ± std over seeds):", "",

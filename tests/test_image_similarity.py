@@ -61,3 +61,11 @@ def test_edit_masks_keep_what_each_task_gives():
     np.testing.assert_array_equal(boxes, edit_eval.keep_masks("inpaint_random", 3, 16, spec, None))
     with pytest.raises(ValueError, match=r"config\.evaluate\.edit\.tasks has \['blur'\]"):
         EditEvalSpec(tasks=("blur",)).validate()
+
+
+def test_ssim_of_a_region_without_window_centres_is_nan():
+    a = np.random.default_rng(3).uniform(0, 1, (1, 16, 16, 1))
+    border = np.ones((16, 16))
+    border[4:12, 4:12] = 0  # the 16 px centre box: every window centre (5..10) lies inside it
+    assert np.isnan(image_similarity.ssim(a, a, border)[0])
+    assert image_similarity.ssim(a, a, 1 - border)[0] == pytest.approx(1.0)

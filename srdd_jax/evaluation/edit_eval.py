@@ -8,10 +8,11 @@ task's constraints (`sampling/editing.py`) and scored against the originals:
   (the model's fill against the truth) and `whole`;
 - super-resolution: `input` (the edit downsampled bilinearly to the input's size against the
   input: consistency) and `whole` (against the original);
-- per region PSNR and SSIM (`image_similarity`; SSIM where the region's image has >= 11 pixels
-  per side), LPIPS of the whole image when LPIPS weights are given, and the in-domain metrics of
-  the edited images (in-domain FID, precision/recall against the real statistics, class accuracy
-  against the images' labels) from the `Evaluator` that runs this.
+- per region PSNR and SSIM (`image_similarity`; SSIM where every image's region holds the centre
+  of an 11 x 11 window: at 16 px the centre box leaves none in the known region), LPIPS of the
+  whole image when LPIPS weights are given, and the in-domain metrics of the edited images
+  (in-domain FID, precision/recall against the real statistics, class accuracy against the
+  images' labels) from the `Evaluator` that runs this.
 
 Returns {task: {metric: mean over images}} plus the number of images per task.
 """
@@ -58,7 +59,9 @@ def _similarity(prefix: str, edited, truth, region=None) -> dict:
     """{prefix_psnr, prefix_ssim (when the images allow it)} means over images."""
     out = {f"{prefix}_psnr": float(np.mean(image_similarity.psnr(edited, truth, region)))}
     if min(edited.shape[1:3]) >= 11:
-        out[f"{prefix}_ssim"] = float(np.mean(image_similarity.ssim(edited, truth, region)))
+        ssim = image_similarity.ssim(edited, truth, region)
+        if np.isfinite(ssim).all():  # (a region may hold no 11 x 11 window's centre)
+            out[f"{prefix}_ssim"] = float(np.mean(ssim))
     return out
 
 

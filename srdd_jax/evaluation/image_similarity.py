@@ -9,7 +9,7 @@ Images are float (B, H, W, C) in [0, 1]; a region is a (B, H, W) or (H, W) weigh
   similarity"): the per-pixel SSIM map with an 11 x 11 Gaussian window (sigma 1.5), K1 = 0.01,
   K2 = 0.03 and data range 1, computed at every position where the window fits inside the image
   ('valid', as the paper's reference code), averaged over channels and over the region's pixels
-  at the windows' centres.
+  at the windows' centres; NaN for an image whose region holds no window centre.
 """
 
 from __future__ import annotations
@@ -67,4 +67,6 @@ def ssim(a_BHWC, b_BHWC, region=None) -> np.ndarray:
     half = _WINDOW // 2
     weight = _region(region, a.shape[:3])[:, half:a.shape[1] - half, half:a.shape[2] - half]
     per_pixel = ssim_map.mean(axis=-1)
-    return (per_pixel * weight).sum(axis=(1, 2)) / np.maximum(weight.sum(axis=(1, 2)), 1e-12)
+    total = weight.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN: no window centre in the region
+        return np.where(total > 0, (per_pixel * weight).sum(axis=(1, 2)) / total, np.nan)
