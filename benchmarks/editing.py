@@ -9,6 +9,7 @@ exceeds the sum of their standard deviations.
 
     python benchmarks/editing.py --workdir=workdirs/editing                   # demo, 3 seeds
     python benchmarks/editing.py --workdir=/tmp/editing_quick --quick         # smoke run
+    python benchmarks/editing.py --config=configs/image_folder.py --data_root=ICONS --workdir=DIR
 
 Prints one JSON object and writes WORKDIR/editing.md (the tables).
 """
@@ -38,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--masks", default="var,markov")
     parser.add_argument("--tasks", default=",".join(EDIT_TASKS))
     parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--data_root", default="", help="data.root, for image-folder configs")
     parser.add_argument("--quick", action="store_true", help="the config's tiny variant, 2 seeds")
     return parser.parse_args(argv)
 
@@ -49,6 +51,8 @@ def config_for(args, mask: str, seed: int):
     spec.loader.exec_module(module)
     config = module.get_config("tiny" if args.quick else variant)
     config.model.transformer.mask = mask
+    if args.data_root:
+        config.data.root = args.data_root
     config.seed = seed
     config.evaluate.seed = seed
     config.evaluate.edit.update(dict(tasks=tuple(args.tasks.split(",")), images=args.images,
