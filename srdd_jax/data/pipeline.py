@@ -1,10 +1,11 @@
 """One resumable, per-process batch pipeline on grain for every source (https://github.com/google/grain).
 
 A source is random-access `Records`: `num_examples`, `read(index, rng)` -> one example (a dict of
-numpy arrays with 'label' and 'ok': False for an unreadable record), `example_spec()` and
+numpy arrays with 'label' and 'ok': False for an unreadable record) or, for sources read without
+randomness, `read_many(indices)` -> the stacked examples of a batch at once; `example_spec()` and
 `finish(batch)` (uint8 images to float32 in [-1, 1]). In-memory arrays, streamed image folders,
 prepared ArrayRecord shards, TFDS splits stored as ArrayRecord and token caches all are; `Batches`
-turns any of them into training batches:
+turns any of them into training batches, one grain element per batch:
 
 - Order: epoch e is the permutation `default_rng([seed, e]).permutation(N)`; a global batch is the
   next `global_batch` entries of it (the incomplete tail of an epoch is dropped) and process p of P
@@ -36,6 +37,8 @@ RANDOM_STREAM = 1  # second key of a read's random stream: default_rng([seed, RA
 
 
 class Records(Protocol):
+    """See the module docstring; a source defines `read` or `read_many`."""
+
     num_examples: int
     skipped: list
 
@@ -49,7 +52,8 @@ class Records(Protocol):
 class ImageRecords:
     """What the image sources share as `Records`: uint8 (size, size, C) examples and float32
     batches in [-1, 1]. A subclass sets image_size, channels, skipped and `workers` (decoding
-    processes; 0: threads), names itself in `where`, and defines `read` (with `example`)."""
+    processes; 0: threads), names itself in `where`, and defines `read` (with `example`) or
+    `read_many`."""
 
     workers = 0
     where = "the images"
@@ -118,33 +122,40 @@ class EpochOrder:
         return int(self._permutation[within])
 
 
-class _ProcessPositions:
-    """Random access over this process's reads from `start_step` on: item i is
-    (global position, record index)."""
+class _ProcessSteps:
+    """Random access over this process's steps from `start_step` on: item i is step
+    start_step + i (endless: epochs follow one another)."""
 
-    def __init__(self, order: EpochOrder, global_batch: int, local: int, process_index: int,
-                 start_step: int):
-        self.order, self.global_batch, self.local = order, global_batch, local
-        self.process_index, self.start_step = process_index, start_step
+    def __init__(self, start_step: int):
+        self.start_step = start_step
 
     def __len__(self) -> int:
-        return 2**62  # endless: epochs follow one another
+        return 2**62
 
-    def __getitem__(self, i: int) -> tuple[int, int]:
-        step, row = divmod(i, self.local)
-        position = (self.start_step + step) * self.global_batch + self.process_index * self.local + row
-        return position, self.order.record(position)
+    def __getitem__(self, i: int) -> int:
+        return self.start_step + i
 
 
-class _Read:
-    """The per-position read, picklable for worker processes."""
+class _ReadStep:
+    """One step's rows of this process, stacked: positions step * B + p * b + (0 .. b-1) of the
+    global stream, each read from its record with its own random stream, or all at once by
+    `records.read_many(indices)` where a source has it (arrays in memory need no randomness).
+    Picklable for worker processes."""
 
-    def __init__(self, records: Records, seed: int):
-        self.records, self.seed = records, seed
+    def __init__(self, records: Records, order: EpochOrder, seed: int, global_batch: int,
+                 local: int, process_index: int):
+        self.records, self.order, self.seed = records, order, seed
+        self.global_batch, self.local, self.process_index = global_batch, local, process_index
 
-    def __call__(self, item: tuple[int, int]) -> dict:
-        position, index = item
-        return self.records.read(index, np.random.default_rng([self.seed, RANDOM_STREAM, position]))
+    def __call__(self, step: int) -> dict:
+        first = step * self.global_batch + self.process_index * self.local
+        positions = range(first, first + self.local)
+        indices = np.asarray([self.order.record(p) for p in positions])
+        if hasattr(self.records, "read_many"):
+            return self.records.read_many(indices)
+        rows = [self.records.read(int(i), np.random.default_rng([self.seed, RANDOM_STREAM, p]))
+                for i, p in zip(indices, positions)]
+        return {name: np.stack([row[name] for row in rows]) for name in rows[0]}
 
 
 def fill_unreadable(batch: dict) -> dict:
@@ -197,10 +208,9 @@ class Batches:
         self.step, self._iterator = step, None
 
     def _open(self):
-        positions = _ProcessPositions(self.order, self.global_batch, self.local_batch,
-                                      self.process_index, self.step)
-        dataset = (grain.MapDataset.source(positions).map(_Read(self.records, self.seed))
-                   .batch(self.local_batch).map(fill_unreadable))
+        read = _ReadStep(self.records, self.order, self.seed, self.global_batch, self.local_batch,
+                         self.process_index)
+        dataset = grain.MapDataset.source(_ProcessSteps(self.step)).map(read).map(fill_unreadable)
         # Decoding processes read one batch each at a time; without them, threads of this
         # process do (one batch each), with as many batches ready as threads.
         threads = 0 if self.workers else min(16, os.cpu_count() or 1)

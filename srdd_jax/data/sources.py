@@ -76,9 +76,10 @@ class Source(pipeline.ImageRecords):
     def channels(self) -> int:
         return self.images.shape[-1]
 
-    def read(self, index: int, rng: np.random.Generator) -> dict:
-        del rng
-        return self.example(self.images[index], self.labels[index])
+    def read_many(self, indices: np.ndarray) -> dict:
+        """The rows `indices` at once (one gather)."""
+        return {"image": self.images[indices], "label": self.labels[indices],
+                "ok": np.ones(len(indices), bool)}
 
 
 def _read_idx(path: str) -> np.ndarray:
