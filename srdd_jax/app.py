@@ -124,18 +124,16 @@ class Studio:
             sampler = self.sampler(settings, self.spec.transformer.mask)
             tokenizer, lay = sampler.model.tokenizer, sampler.plan.layout
             if task == "super_resolution":
-                low = np.asarray(jax.image.resize(images, (1, self.size // int(factor),
-                                                           self.size // int(factor),
-                                                           images.shape[-1]), "linear"))
+                low = editing.low_resolution(images, int(factor))
                 known_idx, known = editing.super_resolution_constraints(
                     tokenizer, self.params["tokenizer"], low, lay)
-                shown = np.asarray(jax.image.resize(low, images.shape, "nearest"))
+                shown = editing.model_view(images, low_BhwC=low)
             else:
                 keep = self.keep_mask(painted, task, tokenizer.latent_size if box_on_token_grid
                                       else None)
                 known_idx, known = editing.inpainting_constraints(
                     tokenizer, self.params["tokenizer"], images, keep, lay)
-                shown = images * keep[None, ..., None] - (1 - keep[None, ..., None])
+                shown = editing.model_view(images, keep)
             n = int(samples)
             labels = np.full(n, self.num_classes if label < 0 else label, np.int32)
             start = time.perf_counter()

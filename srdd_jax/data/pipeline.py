@@ -87,10 +87,10 @@ def local_batch(global_batch: int, process_count: int) -> int:
     return global_batch // process_count
 
 
-def batch_spec(global_batch: int, image_shape_HWC) -> dict:
-    """Global batch shapes and dtypes: {'image': ((B, H, W, C), float32), 'label': ((B,), int32)}."""
-    return {"image": ((global_batch, *image_shape_HWC), np.float32),
-            "label": ((global_batch,), np.int32)}
+def batch_spec(records, global_batch: int) -> dict:
+    """Global batch shapes and dtypes of `records`: {field: ((B, ...), dtype)}."""
+    return {name: ((global_batch, *shape), dtype)
+            for name, (shape, dtype) in records.example_spec().items()}
 
 
 def to_unit_range(images_uint8: np.ndarray) -> np.ndarray:
@@ -189,8 +189,7 @@ class Batches:
 
     def batch_spec(self) -> dict:
         """Global batch shapes and dtypes: {field: ((B, ...), dtype)}."""
-        return {name: ((self.global_batch, *shape), dtype)
-                for name, (shape, dtype) in self.records.example_spec().items()}
+        return batch_spec(self.records, self.global_batch)
 
     def get_state(self) -> dict:
         return {"step": int(self.step)}

@@ -244,8 +244,7 @@ class StreamIterator:
 
     def batch_spec(self) -> dict:
         """See `pipeline.batch_spec`."""
-        size = self.stream.image_size
-        return pipeline.batch_spec(self.global_batch, (size, size, self.stream.channels))
+        return pipeline.batch_spec(self.stream, self.global_batch)
 
     def get_state(self) -> dict:
         return {"epoch": int(self.epoch), "position": int(self.position)}

@@ -86,8 +86,7 @@ def evaluate(evaluator, params: dict, settings, spec: EditEvalSpec, images_NHWC:
     for task in spec.tasks:
         if task.startswith("super_resolution"):
             factor = int(task.rsplit("_", 1)[1][:-1])
-            low = np.asarray(jax.image.resize(images_NHWC, (n, size // factor, size // factor,
-                                                            images_NHWC.shape[-1]), "linear"))
+            low = editing.low_resolution(images_NHWC, factor)
             known_idx, known = editing.super_resolution_constraints(
                 tokenizer, params["tokenizer"], low, lay)
         else:

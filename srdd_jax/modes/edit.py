@@ -41,18 +41,17 @@ def run(config, specs: ExperimentSpec, workdir: str, mesh, overrides: dict) -> n
         images = loading.load(specs.data, spec, split).head(ed.count)
     labels = np.asarray(ed.labels if ed.labels else [spec.transformer.num_classes] * len(images))
     if ed.task == "super_resolution":
-        low = np.asarray(jax.image.resize(images, (len(images), size // ed.factor,
-                                                   size // ed.factor, images.shape[-1]), "linear"))
+        low = editing.low_resolution(images, ed.factor)
         known_idx, known = editing.super_resolution_constraints(tokenizer, params["tokenizer"], low,
                                                                 lay)
-        shown = np.asarray(jax.image.resize(low, images.shape, "nearest"))
+        shown = editing.model_view(images, low_BhwC=low)
     else:
         keep = (editing.load_mask(ed.mask, size) if ed.mask else
                 editing.box_mask(size, tuple(ed.box), keep_inside=ed.task == "outpaint",
                                  grid=tokenizer.latent_size if ed.box_on_token_grid else None))
         known_idx, known = editing.inpainting_constraints(tokenizer, params["tokenizer"], images,
                                                           keep, lay)
-        shown = images * keep[None, :, :, None] - (1 - keep[None, :, :, None])
+        shown = editing.model_view(images, keep)
     rows = [image_grids.to_uint8(shown)]
     for k in range(ed.samples):
         out = sampler.sample(params, labels, jax.random.key(specs.grid.seed + k), known_idx, known)

@@ -67,6 +67,22 @@ def box_mask(size: int, box: tuple[float, float, float, float], keep_inside: boo
     return inside if keep_inside else 1.0 - inside
 
 
+def low_resolution(images_BHWC, factor: int) -> np.ndarray:
+    """The 1/factor bilinear downsample (B, H/f, W/f, C) that super-resolution starts from."""
+    b, h, w, c = np.shape(images_BHWC)
+    return np.asarray(jax.image.resize(images_BHWC, (b, h // factor, w // factor, c), "linear"))
+
+
+def model_view(images_BHWC, keep_BHW=None, low_BhwC=None) -> np.ndarray:
+    """What the model is given, to show beside edits: the images black (-1) where in/outpainting
+    generates (`keep_BHW`, (B, H, W) or (H, W)), or the low-resolution input enlarged (nearest)."""
+    images = np.asarray(images_BHWC)
+    if low_BhwC is not None:
+        return np.asarray(jax.image.resize(low_BhwC, images.shape, "nearest"))
+    keep = np.broadcast_to(np.asarray(keep_BHW), images.shape[:3])[..., None]
+    return images * keep - (1 - keep)
+
+
 def _check_images(images_BHWC, size: int, channels: int) -> jax.Array:
     images_BHWC = jnp.asarray(images_BHWC, jnp.float32)
     if images_BHWC.ndim != 4 or images_BHWC.shape[-1] != channels:
