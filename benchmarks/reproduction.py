@@ -409,23 +409,28 @@ def plot(summary: dict, metric: str, patch_nums, folder: str, real: dict | None 
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "nll_and_cfg.png"), dpi=100)
     plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for mask in MASKS:
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4))
+    for mask, baseline_colour in zip(MASKS, ("grey", "black")):
         mr = summary[mask]["mr"]
         for iterations in sorted({k[1] for k in mr if k[1]}):
             keys = sorted(k for k in mr if k[1] == iterations)
             label = f"{mask}, {iterations} it."
-            axes[0].errorbar([k[0] for k in keys], [mr[k][metric][0] for k in keys],
-                             [mr[k][metric][1] for k in keys], marker="o", capsize=3, label=label)
+            for ax, name in ((axes[0], metric), (axes[1], "class_accuracy")):
+                ax.errorbar([k[0] for k in keys], [mr[k][name][0] for k in keys],
+                            [mr[k][name][1] for k in keys], marker="o", capsize=3, label=label)
             largest = keys[-1]
             if "redrawn_per_scale" in mr[largest]:
-                axes[1].plot(range(len(patch_nums)), [m for m, _ in mr[largest]["redrawn_per_scale"]],
+                axes[2].plot(range(len(patch_nums)), [m for m, _ in mr[largest]["redrawn_per_scale"]],
                              marker="o", label=f"{label}, threshold {largest[0]:g}")
-        if (0.0, 0, False) in mr:
-            axes[0].axhline(mr[(0.0, 0, False)][metric][0], linestyle=":", label=f"{mask}, no MR")
+        if (0.0, 0) in mr:
+            for ax, name in ((axes[0], metric), (axes[1], "class_accuracy")):
+                ax.axhline(mr[(0.0, 0)][name][0], linestyle=":", color=baseline_colour,
+                           label=f"{mask}, no MR")
     axes[0].set(title="masked resampling", xlabel="threshold", ylabel=metric, xscale="log")
-    axes[1].set(title="tokens redrawn (share of the scale)", xlabel="scale")
-    axes[1].set_xticks(range(len(patch_nums)), [f"{p}x{p}" for p in patch_nums])
+    axes[1].set(title="class accuracy of samples", xlabel="threshold", ylabel="accuracy",
+                xscale="log")
+    axes[2].set(title="tokens redrawn (share of the scale)", xlabel="scale")
+    axes[2].set_xticks(range(len(patch_nums)), [f"{p}x{p}" for p in patch_nums])
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

@@ -128,9 +128,11 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     experiment.run(config, str(tmp_path))
     with open(tmp_path / "evaluate" / "report.json") as f:
         report = json.load(f)
-    assert tuple(report["edit"]) == EDIT_TASKS  # the editing evaluation, every task scored
+    # the editing evaluation: the tokenizer's reconstruction (the bound), then every task
+    assert tuple(report["edit"]) == ("reconstruction",) + EDIT_TASKS
     for task, scores in report["edit"].items():
-        regions = ("whole", "input") if task.startswith("super") else ("whole", "known", "generated")
+        regions = (("whole",) if task == "reconstruction" else ("whole", "input")
+                   if task.startswith("super") else ("whole", "known", "generated"))
         keys = [f"{r}_psnr" for r in regions] + ["whole_ssim", "fid_fmnist", "class_accuracy"]
         assert scores["images"] == 12 and all(np.isfinite(scores[k]) for k in keys), task
         # at 16 px the centre box leaves no 11 x 11 window centre in the known region

@@ -62,3 +62,28 @@ def test_quick_reproduction_reports_seeds_and_spreads(tmp_path):
     saved = {json.loads((workdir / f"{mask}_seed0" / "model" / "model_config.json").read_text())
              ["transformer"]["mask"] for mask in ("var", "markov")}
     assert saved == {"var", "markov"}
+
+    # the editing benchmark on the same models (reused, not retrained): scores per seed, spreads
+    # and the example picture
+    tasks = "inpaint_center,outpaint_left,super_resolution_2x"
+    done = subprocess.run([sys.executable, "benchmarks/editing.py", "--reproduction", "--quick",
+                           f"--data_root={data}", f"--workdir={workdir}", f"--tasks={tasks}",
+                           "--examples=2"], cwd=REPO_ROOT, env=cli_env(), capture_output=True,
+                          text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    edits = json.loads(done.stdout)
+    assert edits["seeds"] == [0, 1]
+    for mask in ("var", "markov"):
+        for seed in (0, 1):
+            report = edits["reports"][mask][str(seed)]
+            assert set(report) == {"reconstruction", *tasks.split(",")}
+            assert report["inpaint_center"]["images"] == len(held_out)
+            assert 0 < report["super_resolution_2x"]["input_psnr"] <= 100
+            assert np.isfinite(report["outpaint_left"]["generated_psnr"])
+        mean, std = edits["summary"][mask]["inpaint_center"]["known_psnr"]
+        assert np.isfinite(mean) and std >= 0
+    assert "known_psnr" in (workdir / "editing.md").read_text()
+    model = json.loads((workdir / "var_seed0" / "model" / "model_config.json").read_text())
+    side = 2 * model["patch_nums"][-1] * 2 ** (len(model["tokenizer"]["ch_mult"]) - 1)  # enlarged
+    picture = Image.open(workdir / "editing.png")  # 2 rows; truth + 3 tasks x (given, 2 masks)
+    assert picture.width == 10 * (side + 2) - 2 and picture.height > 2 * (side + 2) - 2

@@ -217,6 +217,28 @@ def test_inpainting_keeps_known_tokens_at_every_scale(converted, reference):
     assert (out[~known] != known_idx[~known]).mean() > 0.5  # the hole is generated
 
 
+def test_forcing_every_token_gives_the_tokenizers_reconstruction(converted, reference):
+    """The bound the editing evaluation reports beside its tasks (edit_eval.reconstruct): an edit
+    that keeps every pixel forces every token, and decodes to the tokenizer's reconstruction."""
+    from srdd_jax.evaluation import edit_eval
+
+    spec, params = converted
+    io = reference["io"]
+    sampler = Sampler(spec, STOCHASTIC, mask="markov")
+    images = nhwc(io["images"])
+    keep = np.ones(images.shape[1:3], np.float32)
+    known_idx, known = editing.inpainting_constraints(
+        sampler.model.tokenizer, params["tokenizer"], images, keep, sampler.plan.layout)
+    assert np.asarray(known).all()
+    out = sampler.sample(params, io["labels"], jax.random.key(5), np.asarray(known_idx),
+                         np.asarray(known))
+    edited = np.clip(np.asarray(sampler.decoder.decode(params["tokenizer"], out["f_hat_BhwC"])),
+                     -1, 1)
+    recon = edit_eval.reconstruct(sampler.model.tokenizer, params["tokenizer"], images, 2)
+    assert recon.shape == images.shape and np.abs(recon - images).max() > 1e-2  # not the input
+    np.testing.assert_allclose(edited, recon, atol=1e-4)
+
+
 def test_a_box_on_the_token_grid_gives_the_keep_flags_of_vars_editing_demo():
     """With grid=latent the box covers whole tokens, and the per-scale keep flags are VAR's demo's:
     the box rounded on the latent grid (round(y0 * side) ...), then bilinear to each pn, > 0.5,

@@ -14,7 +14,9 @@ task's constraints (`sampling/editing.py`) and scored against the originals:
   (in-domain FID, precision/recall against the real statistics, class accuracy against the
   images' labels) from the `Evaluator` that runs this.
 
-Returns {task: {metric: mean over images}} plus the number of images per task.
+Returns {task: {metric: mean over images}} plus the number of images per task, and the same
+scores of the tokenizer's reconstructions of the images under "reconstruction": the bound of the
+known regions' fidelity (forcing every token gives the reconstruction).
 """
 
 from __future__ import annotations
@@ -65,46 +67,61 @@ def _similarity(prefix: str, edited, truth, region=None) -> dict:
     return out
 
 
+def edit(sampler, params: dict, task: str, spec: EditEvalSpec, images_NHWC: np.ndarray,
+         conditioning_N: np.ndarray, batch_size: int) -> dict:
+    """One task's edits of `images_NHWC` (float32 in [-1, 1]) by `sampler`, conditioned on
+    `conditioning_N`: {"edited": (N, H, W, C) in [-1, 1], "given": what the model is given
+    (`editing.model_view`), "keep": (N, H, W) keep masks (in/outpainting) or "low": the
+    low-resolution input (super-resolution), "images_per_s"}."""
+    tokenizer, lay = sampler.model.tokenizer, sampler.plan.layout
+    grid = tokenizer.latent_size if spec.box_on_token_grid else None
+    if task.startswith("super_resolution"):
+        low = editing.low_resolution(images_NHWC, int(task.rsplit("_", 1)[1][:-1]))
+        known_idx, known = editing.super_resolution_constraints(tokenizer, params["tokenizer"],
+                                                                low, lay)
+        constraint = {"low": low, "given": editing.model_view(images_NHWC, low_BhwC=low)}
+    else:
+        keep = keep_masks(task, len(images_NHWC), sampler.model.image_size, spec, grid)
+        known_idx, known = editing.inpainting_constraints(tokenizer, params["tokenizer"],
+                                                          images_NHWC, keep, lay)
+        constraint = {"keep": keep, "given": editing.model_view(images_NHWC, keep)}
+    out = generation.generate(sampler, params, conditioning_N, jax.random.key(spec.seed),
+                              batch_size, f"editing: {task}", np.asarray(known_idx),
+                              np.asarray(known))
+    return {"edited": np.clip(out["images_NHWC"], -1, 1), "images_per_s": out["images_per_s"],
+            **constraint}
+
+
+def reconstruct(tokenizer, tok_params, images_NHWC: np.ndarray, batch_size: int) -> np.ndarray:
+    """The tokenizer's reconstructions (N, H, W, C) in [-1, 1] of images (N, H, W, C) in [-1, 1]."""
+    run = jax.jit(lambda p, x: tokenizer.apply({"params": p}, x))
+    parts = [np.asarray(run(tok_params, images_NHWC[i:i + batch_size]))
+             for i in range(0, len(images_NHWC), batch_size)]
+    return np.clip(np.concatenate(parts), -1, 1)
+
+
+def conditioning(spec: EditEvalSpec, labels_N: np.ndarray, num_classes: int) -> np.ndarray:
+    """The class each edit is conditioned on: its label when `spec.conditional`, else the null
+    class (`num_classes`)."""
+    return labels_N if spec.conditional else np.full(len(labels_N), num_classes, np.int32)
+
+
 def evaluate(evaluator, params: dict, settings, spec: EditEvalSpec, images_NHWC: np.ndarray,
              labels_N: np.ndarray, classifier, real_stats) -> dict:
     """Edits `images_NHWC` (float32 in [-1, 1], the held-out images) by every task of `spec` and
     scores them (see the module docstring); `evaluator` supplies the sampler, the batch size,
     the in-domain scores and the mesh."""
     sampler = evaluator.sampler(settings)
-    tokenizer, lay = sampler.model.tokenizer, sampler.plan.layout
-    size, n = sampler.model.image_size, len(images_NHWC)
-    grid = tokenizer.latent_size if spec.box_on_token_grid else None
-    conditioning = (labels_N if spec.conditional
-                    else np.full(n, evaluator.spec.transformer.num_classes, np.int32))
+    classes = conditioning(spec, labels_N, evaluator.spec.transformer.num_classes)
     lpips_params = None
     if spec.lpips_weights:
         from srdd_jax.training import perceptual
 
         lpips_params = perceptual.load_lpips(spec.lpips_weights, spec.vgg16_weights)
     truth = _unit(images_NHWC)
-    report = {}
-    for task in spec.tasks:
-        if task.startswith("super_resolution"):
-            factor = int(task.rsplit("_", 1)[1][:-1])
-            low = editing.low_resolution(images_NHWC, factor)
-            known_idx, known = editing.super_resolution_constraints(
-                tokenizer, params["tokenizer"], low, lay)
-        else:
-            keep = keep_masks(task, n, size, spec, grid)
-            known_idx, known = editing.inpainting_constraints(
-                tokenizer, params["tokenizer"], images_NHWC, keep, lay)
-        out = generation.generate(sampler, params, conditioning, jax.random.key(spec.seed),
-                                  evaluator.ev.batch_size, f"editing: {task}",
-                                  np.asarray(known_idx), np.asarray(known))
-        edited = np.clip(out["images_NHWC"], -1, 1)
-        scores = {"images": n, "images_per_s": out["images_per_s"],
-                  **_similarity("whole", _unit(edited), truth)}
-        if task.startswith("super_resolution"):
-            down = np.asarray(jax.image.resize(edited, low.shape, "linear"))
-            scores.update(_similarity("input", _unit(down), _unit(low)))
-        else:
-            scores.update(_similarity("known", _unit(edited), truth, keep))
-            scores.update(_similarity("generated", _unit(edited), truth, 1.0 - keep))
+
+    def whole_scores(edited):
+        scores = {"images": len(images_NHWC), **_similarity("whole", _unit(edited), truth)}
         if lpips_params is not None:
             from srdd_jax.training import perceptual
 
@@ -114,5 +131,19 @@ def evaluate(evaluator, params: dict, settings, spec: EditEvalSpec, images_NHWC:
                                                  image_grids.to_uint8(edited), labels_N)
         scores.update({k: v for k, v in in_domain.items()
                        if k not in ("images", "class_accuracy_per_class", "classifier_test_accuracy")})
+        return scores
+
+    report = {"reconstruction": whole_scores(reconstruct(
+        sampler.model.tokenizer, params["tokenizer"], images_NHWC, evaluator.ev.batch_size))}
+    for task in spec.tasks:
+        result = edit(sampler, params, task, spec, images_NHWC, classes, evaluator.ev.batch_size)
+        edited = result["edited"]
+        scores = {"images_per_s": result["images_per_s"], **whole_scores(edited)}
+        if "low" in result:
+            down = np.asarray(jax.image.resize(edited, result["low"].shape, "linear"))
+            scores.update(_similarity("input", _unit(down), _unit(result["low"])))
+        else:
+            scores.update(_similarity("known", _unit(edited), truth, result["keep"]))
+            scores.update(_similarity("generated", _unit(edited), truth, 1.0 - result["keep"]))
         report[task] = scores
     return report
