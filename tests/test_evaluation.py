@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from test_tokenizer_losses import _state_dict as random_lpips_weights
 
 from srdd_jax import experiment, experiment_config, models, parallel, saved_models, scales
 from srdd_jax.data import sources
@@ -121,7 +122,9 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     config.data.split = "test"  # classifier on 90 % of the test split: only that split is read
     config.evaluate.update(dict(per_class=2, batch_size=10, reference_images=300))
     config.sample.settings.cfg = 2.0
-    config.evaluate.edit.update(dict(tasks=EDIT_TASKS, images=12))
+    np.savez(tmp_path / "lpips.npz", **random_lpips_weights())
+    config.evaluate.edit.update(dict(tasks=EDIT_TASKS, images=12,
+                                     lpips_weights=str(tmp_path / "lpips.npz")))
     spec, params = _random_model("markov")
     saved_models.save_model(str(tmp_path / "model"), params, spec)
     config.mode = "evaluate"
@@ -133,8 +136,10 @@ def test_evaluate_mode_end_to_end(fmnist, tmp_path):
     for task, scores in report["edit"].items():
         regions = (("whole",) if task == "reconstruction" else ("whole", "input")
                    if task.startswith("super") else ("whole", "known", "generated"))
-        keys = [f"{r}_psnr" for r in regions] + ["whole_ssim", "fid_fmnist", "class_accuracy"]
+        keys = [f"{r}_psnr" for r in regions] + ["whole_ssim", "whole_lpips", "fid_fmnist",
+                                                  "class_accuracy"]
         assert scores["images"] == 12 and all(np.isfinite(scores[k]) for k in keys), task
+        assert scores["whole_lpips"] > 0, task  # LPIPS of the edits (random VGG weights here)
         # at 16 px the centre box leaves no 11 x 11 window centre in the known region
         assert ("known_ssim" in scores) == (task not in ("inpaint_center",) and "paint" in task)
     for key in ("fid_fmnist", "precision_fmnist", "recall_fmnist", "class_accuracy",
