@@ -182,9 +182,10 @@ TASK_LABELS = {"inpaint_center": "centre", "inpaint_random": "box", "outpaint_to
                "super_resolution_2x": "SR 2x", "super_resolution_4x": "SR 4x"}
 
 
-def save_examples(path: str, examples: dict, masks: list[str], scale: int = 2) -> None:
+def save_examples(path: str, examples: dict, masks: list[str], min_side: int = 64) -> None:
     """One PNG: a row per held-out image; its truth, then per task what the model is given and
-    each mask's edit (nearest-neighbour enlarged `scale` times)."""
+    each mask's edit (nearest-neighbour enlarged a whole number of times to at least `min_side`
+    pixels, so the column names fit)."""
     columns, names = [examples[masks[0]]["truth"]], ["truth"]
     for task in (t for t in examples[masks[0]] if t != "truth"):
         label = TASK_LABELS.get(task, task)
@@ -194,6 +195,7 @@ def save_examples(path: str, examples: dict, masks: list[str], scale: int = 2) -
             columns.append(examples[mask][task]["edited"])
             names.append(mask)
     tiles = np.stack(columns, axis=1)  # (rows, columns, H, W, C)
+    scale = -(-min_side // tiles.shape[2])
     tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
     rows, cols = tiles.shape[:2]
     image_grids.save_grid(path, image_grids.to_uint8(tiles.reshape(rows * cols, *tiles.shape[2:])),

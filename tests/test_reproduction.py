@@ -84,6 +84,8 @@ def test_quick_reproduction_reports_seeds_and_spreads(tmp_path):
         assert np.isfinite(mean) and std >= 0
     assert "known_psnr" in (workdir / "editing.md").read_text()
     model = json.loads((workdir / "var_seed0" / "model" / "model_config.json").read_text())
-    side = 2 * model["patch_nums"][-1] * 2 ** (len(model["tokenizer"]["ch_mult"]) - 1)  # enlarged
+    side = model["patch_nums"][-1] * 2 ** (len(model["tokenizer"]["ch_mult"]) - 1)
     picture = Image.open(workdir / "editing.png")  # 2 rows; truth + 3 tasks x (given, 2 masks)
-    assert picture.width == 10 * (side + 2) - 2 and picture.height > 2 * (side + 2) - 2
+    tile = (picture.width + 2) // 10 - 2  # images enlarged a whole number of times, to >= 64 px
+    assert picture.width == 10 * (tile + 2) - 2 and tile % side == 0 and 64 <= tile < 64 + side
+    assert picture.height > 2 * (tile + 2) - 2
