@@ -123,19 +123,22 @@ def reproduction_reports(args, masks: list[str], seeds: list[int]) -> tuple[dict
         spec = dataclasses.replace(fitted.evaluate.edit, tasks=tuple(args.tasks.split(",")),
                                    images=len(labels), seed=seed)
         path = os.path.join(args.workdir, "editing", f"{mask}_seed{seed}.json")
-        params, model_spec = saved_models.load_model(model_dir)
-        model_evaluator = reproduction.evaluator(evaluators, model_spec, fitted, args.workdir)
-        if not os.path.exists(path):
-            report = edit_eval.evaluate(model_evaluator, params, fitted.sampling, spec, images,
-                                        labels, classifier, real)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(report, f, indent=1)
+        scored = os.path.exists(path)  # (a rerun reuses the report)
+        if not scored or mask not in examples:
+            params, model_spec = saved_models.load_model(model_dir)
+            model_evaluator = reproduction.evaluator(evaluators, model_spec, fitted, args.workdir)
+            if not scored:
+                report = edit_eval.evaluate(model_evaluator, params, fitted.sampling, spec, images,
+                                            labels, classifier, real)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as f:
+                    json.dump(report, f, indent=1)
+            if mask not in examples:
+                examples[mask] = edit_examples(args, model_evaluator.sampler(fitted.sampling),
+                                               params, spec, images, labels,
+                                               model_spec.transformer.num_classes)
         with open(path) as f:
             reports[mask][seed] = json.load(f)
-        if mask not in examples:
-            examples[mask] = edit_examples(args, model_evaluator.sampler(fitted.sampling), params,
-                                           spec, images, labels, model_spec.transformer.num_classes)
     return reports, examples
 
 

@@ -122,28 +122,25 @@ class Studio:
                                  " (-1: unconditional)")
             settings = self.settings(cfg, cfg_schedule, top_k, top_p, False, 0.01, 1)
             sampler = self.sampler(settings, self.spec.transformer.mask)
-            tokenizer, lay = sampler.model.tokenizer, sampler.plan.layout
+            tokenizer = sampler.model.tokenizer
             if task == "super_resolution":
-                low = editing.low_resolution(images, int(factor))
-                known_idx, known = editing.super_resolution_constraints(
-                    tokenizer, self.params["tokenizer"], low, lay)
-                shown = editing.model_view(images, low_BhwC=low)
+                inputs = editing.edit_inputs(tokenizer, self.params["tokenizer"], images,
+                                             sampler.plan.layout, factor=int(factor))
             else:
                 keep = self.keep_mask(painted, task, tokenizer.latent_size if box_on_token_grid
                                       else None)
-                known_idx, known = editing.inpainting_constraints(
-                    tokenizer, self.params["tokenizer"], images, keep, lay)
-                shown = editing.model_view(images, keep)
+                inputs = editing.edit_inputs(tokenizer, self.params["tokenizer"], images,
+                                             sampler.plan.layout, keep)
             n = int(samples)
             labels = np.full(n, self.num_classes if label < 0 else label, np.int32)
             start = time.perf_counter()
             out = generation.generate(sampler, self.params, labels, jax.random.key(int(seed)), n,
-                                      "editing", np.repeat(np.asarray(known_idx), n, axis=0),
-                                      np.repeat(np.asarray(known), n, axis=0))
+                                      "editing", np.repeat(inputs["known_idx_BL"], n, axis=0),
+                                      np.repeat(inputs["known_BL"], n, axis=0))
             seconds = time.perf_counter() - start
         except (ValueError, errors.KnownError) as error:
             return None, f"**Error:** {error}"
-        strip = image_grids.grid(image_grids.to_uint8(np.concatenate([shown, out["images_NHWC"]])),
+        strip = image_grids.grid(image_grids.to_uint8(np.concatenate([inputs["given"], out["images_NHWC"]])),
                                  columns=n + 1)
         return enlarged(strip, self.size), (f"{task}: {n} results in {seconds:.1f} s (left: the "
                                             "input as the model sees it)")

@@ -73,23 +73,21 @@ def edit(sampler, params: dict, task: str, spec: EditEvalSpec, images_NHWC: np.n
     `conditioning_N`: {"edited": (N, H, W, C) in [-1, 1], "given": what the model is given
     (`editing.model_view`), "keep": (N, H, W) keep masks (in/outpainting) or "low": the
     low-resolution input (super-resolution), "images_per_s"}."""
-    tokenizer, lay = sampler.model.tokenizer, sampler.plan.layout
-    grid = tokenizer.latent_size if spec.box_on_token_grid else None
+    tokenizer = sampler.model.tokenizer
     if task.startswith("super_resolution"):
-        low = editing.low_resolution(images_NHWC, int(task.rsplit("_", 1)[1][:-1]))
-        known_idx, known = editing.super_resolution_constraints(tokenizer, params["tokenizer"],
-                                                                low, lay)
-        constraint = {"low": low, "given": editing.model_view(images_NHWC, low_BhwC=low)}
+        inputs = editing.edit_inputs(tokenizer, params["tokenizer"], images_NHWC,
+                                     sampler.plan.layout,
+                                     factor=int(task.rsplit("_", 1)[1][:-1]))
     else:
+        grid = tokenizer.latent_size if spec.box_on_token_grid else None
         keep = keep_masks(task, len(images_NHWC), sampler.model.image_size, spec, grid)
-        known_idx, known = editing.inpainting_constraints(tokenizer, params["tokenizer"],
-                                                          images_NHWC, keep, lay)
-        constraint = {"keep": keep, "given": editing.model_view(images_NHWC, keep)}
+        inputs = editing.edit_inputs(tokenizer, params["tokenizer"], images_NHWC,
+                                     sampler.plan.layout, keep)
     out = generation.generate(sampler, params, conditioning_N, jax.random.key(spec.seed),
-                              batch_size, f"editing: {task}", np.asarray(known_idx),
-                              np.asarray(known))
+                              batch_size, f"editing: {task}", inputs.pop("known_idx_BL"),
+                              inputs.pop("known_BL"))
     return {"edited": np.clip(out["images_NHWC"], -1, 1), "images_per_s": out["images_per_s"],
-            **constraint}
+            **inputs}
 
 
 def reconstruct(tokenizer, tok_params, images_NHWC: np.ndarray, batch_size: int) -> np.ndarray:
@@ -115,7 +113,7 @@ def evaluate(evaluator, params: dict, settings, spec: EditEvalSpec, images_NHWC:
     classes = conditioning(spec, labels_N, evaluator.spec.transformer.num_classes)
     lpips_params = None
     if spec.lpips_weights:
-        from srdd_jax.training import perceptual
+        from srdd_jax.training import perceptual  # (torch-free; only where LPIPS is asked for)
 
         lpips_params = perceptual.load_lpips(spec.lpips_weights, spec.vgg16_weights)
     truth = _unit(images_NHWC)
@@ -123,8 +121,6 @@ def evaluate(evaluator, params: dict, settings, spec: EditEvalSpec, images_NHWC:
     def whole_scores(edited):
         scores = {"images": len(images_NHWC), **_similarity("whole", _unit(edited), truth)}
         if lpips_params is not None:
-            from srdd_jax.training import perceptual
-
             distance = perceptual.lpips(lpips_params, jnp.asarray(edited), jnp.asarray(images_NHWC))
             scores["whole_lpips"] = float(np.mean(np.asarray(distance)))
         in_domain = evaluator.classifier_metrics(classifier, real_stats,

@@ -41,20 +41,16 @@ def run(config, specs: ExperimentSpec, workdir: str, mesh, overrides: dict) -> n
         images = loading.load(specs.data, spec, split).head(ed.count)
     labels = np.asarray(ed.labels if ed.labels else [spec.transformer.num_classes] * len(images))
     if ed.task == "super_resolution":
-        low = editing.low_resolution(images, ed.factor)
-        known_idx, known = editing.super_resolution_constraints(tokenizer, params["tokenizer"], low,
-                                                                lay)
-        shown = editing.model_view(images, low_BhwC=low)
+        inputs = editing.edit_inputs(tokenizer, params["tokenizer"], images, lay, factor=ed.factor)
     else:
         keep = (editing.load_mask(ed.mask, size) if ed.mask else
                 editing.box_mask(size, tuple(ed.box), keep_inside=ed.task == "outpaint",
                                  grid=tokenizer.latent_size if ed.box_on_token_grid else None))
-        known_idx, known = editing.inpainting_constraints(tokenizer, params["tokenizer"], images,
-                                                          keep, lay)
-        shown = editing.model_view(images, keep)
-    rows = [image_grids.to_uint8(shown)]
+        inputs = editing.edit_inputs(tokenizer, params["tokenizer"], images, lay, keep)
+    rows = [image_grids.to_uint8(inputs["given"])]
     for k in range(ed.samples):
-        out = sampler.sample(params, labels, jax.random.key(specs.grid.seed + k), known_idx, known)
+        out = sampler.sample(params, labels, jax.random.key(specs.grid.seed + k),
+                             inputs["known_idx_BL"], inputs["known_BL"])
         decoded = sampler.decoder.decode(params["tokenizer"], out["f_hat_BhwC"])
         rows.append(image_grids.to_uint8(parallel.to_host(decoded)))
     grid_images = np.stack(rows, axis=1).reshape((-1,) + rows[0].shape[1:])

@@ -83,6 +83,22 @@ def model_view(images_BHWC, keep_BHW=None, low_BhwC=None) -> np.ndarray:
     return images * keep - (1 - keep)
 
 
+def edit_inputs(tokenizer: VQVAE, tok_params, images_BHWC, lay: Layout, keep_BHW=None,
+                factor: int | None = None) -> dict:
+    """One edit's constraints over the sampled layout `lay` and what the model is given:
+    super-resolution from the images' 1/`factor` bilinear downsample when `factor` is set, else
+    in/outpainting keeping `keep_BHW` ((B, H, W) or (H, W), 1 = keep). Returns {"known_idx_BL",
+    "known_BL" (numpy), "given" (`model_view`), and "low" (super-resolution) or "keep"}."""
+    if factor:
+        low = low_resolution(images_BHWC, factor)
+        known_idx, known = super_resolution_constraints(tokenizer, tok_params, low, lay)
+        shown = {"low": low, "given": model_view(images_BHWC, low_BhwC=low)}
+    else:
+        known_idx, known = inpainting_constraints(tokenizer, tok_params, images_BHWC, keep_BHW, lay)
+        shown = {"keep": keep_BHW, "given": model_view(images_BHWC, keep_BHW)}
+    return {"known_idx_BL": np.asarray(known_idx), "known_BL": np.asarray(known), **shown}
+
+
 def _check_images(images_BHWC, size: int, channels: int) -> jax.Array:
     images_BHWC = jnp.asarray(images_BHWC, jnp.float32)
     if images_BHWC.ndim != 4 or images_BHWC.shape[-1] != channels:
